@@ -1,0 +1,346 @@
+"""The embedded default corpus: generated music whose labels are known exactly.
+
+Nothing is on disk: ``tracks()`` lists specs, ``read_audio`` renders them on demand
+(``musicsae_kedro.audio.synth``). Every concept is balanced and the concepts are as
+independent as the number of tracks allows, so a feature that fires on "piano" cannot
+be explained by tempo or mode instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from musicsae_kedro.audio import synth
+from musicsae_kedro.corpora.base import CorpusPlugin, Track
+from musicsae_kedro.errors import MusicSAEError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CAPTION_TEMPLATE = "a {loudness} {tempo} {mode} {instrument} piece in a {register} register"
+#: Fields a caption template may use (``str.format`` syntax, e.g. ``{tempo_bpm:.0f}``).
+CAPTION_FIELDS = (
+    "instrument",
+    "register",
+    "tempo",
+    "mode",
+    "loudness",
+    "tempo_bpm",
+    "key",
+    "root_name",
+    "rms_dbfs",
+)
+#: Label concepts in tag and design order, with the vocabulary each is drawn from.
+CONCEPTS: dict[str, tuple[str, ...]] = {
+    "instrument": synth.INSTRUMENTS,
+    "register": synth.REGISTERS,
+    "tempo": synth.TEMPOS,
+    "mode": synth.MODES,
+    "loudness": synth.LOUDNESS_LEVELS,
+}
+_DESIGN_SWAPS_PER_TRACK = 60  # hill-climbing effort for near-orthogonal label designs ...
+_DESIGN_MAX_SWAPS = 30_000  # ... bounded so that large corpora list in well under a second
+
+
+@dataclass(frozen=True)
+class SyntheticCorpusConfig:
+    """Options of the synthetic corpus (keywords of the catalog entry)."""
+
+    n_tracks: int = 48
+    """Number of tracks."""
+    track_seconds: float = 8.0
+    """Length of every track in seconds."""
+    sample_rate: int = 16000
+    """Rate the audio is rendered at."""
+    seed: int = 0
+    """Seeds the label design and every track's details: same options, same audio."""
+    instruments: tuple[str, ...] = synth.INSTRUMENTS
+    """Instruments to use (a subset of ``synth.INSTRUMENTS``)."""
+    registers: tuple[str, ...] = synth.REGISTERS
+    """Pitch registers to use (a subset of ``synth.REGISTERS``)."""
+    tempos: tuple[str, ...] = synth.TEMPOS
+    """Tempo classes to use (a subset of ``synth.TEMPOS``)."""
+    modes: tuple[str, ...] = synth.MODES
+    """Modes to use (a subset of ``synth.MODES``)."""
+    loudness: tuple[str, ...] = synth.LOUDNESS_LEVELS
+    """Loudness classes to use (a subset of ``synth.LOUDNESS_LEVELS``)."""
+    caption_template: str = DEFAULT_CAPTION_TEMPLATE
+    """``str.format`` template over ``CAPTION_FIELDS``."""
+
+    def vocabularies(self) -> dict[str, tuple[str, ...]]:
+        """The values each concept is drawn from, in ``CONCEPTS`` order."""
+        return {
+            "instrument": self.instruments,
+            "register": self.registers,
+            "tempo": self.tempos,
+            "mode": self.modes,
+            "loudness": self.loudness,
+        }
+
+
+#: Subset option -> the concept it restricts.
+_OPTION_CONCEPTS = {
+    "instruments": "instrument",
+    "registers": "register",
+    "tempos": "tempo",
+    "modes": "mode",
+    "loudness": "loudness",
+}
+
+
+def _as_names(option: str, value: Any) -> tuple[str, ...]:
+    """A YAML scalar or list of names -> a tuple of names."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise MusicSAEError(
+        f"synthetic corpus option {option!r}",
+        f"expected a list of names, got {value!r}",
+        f"write e.g. `{option}: [{', '.join(CONCEPTS[_OPTION_CONCEPTS[option]][:2])}]`",
+    )
+
+
+def _check_integer(option: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise MusicSAEError(
+            f"synthetic corpus option {option!r}",
+            f"{value!r} is not an integer >= {minimum}",
+            f"set `{option}` to an integer of at least {minimum}",
+        )
+    return int(value)
+
+
+def make_config(**options: Any) -> SyntheticCorpusConfig:
+    """Validate catalog options into a config; unknown or bad options raise MusicSAEError."""
+    known = set(SyntheticCorpusConfig.__dataclass_fields__)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise MusicSAEError(
+            "synthetic corpus options",
+            f"unknown option(s) {', '.join(map(repr, unknown))}",
+            f"use only {', '.join(sorted(known))}",
+        )
+    values = dict(options)
+    for option, concept in _OPTION_CONCEPTS.items():
+        if option not in values:
+            continue
+        names = _as_names(option, values[option])
+        vocabulary = CONCEPTS[concept]
+        bad = [n for n in names if n not in vocabulary]
+        if bad or not names or len(set(names)) != len(names):
+            problem = (
+                f"unknown {concept}(s) {', '.join(map(repr, bad))}"
+                if bad
+                else ("the list is empty" if not names else "a name is listed twice")
+            )
+            raise MusicSAEError(
+                f"synthetic corpus option {option!r}",
+                problem,
+                f"list distinct names among {', '.join(map(repr, vocabulary))}",
+            )
+        values[option] = names
+    if "n_tracks" in values:
+        values["n_tracks"] = _check_integer("n_tracks", values["n_tracks"], 1)
+    if "sample_rate" in values:
+        values["sample_rate"] = _check_integer(
+            "sample_rate", values["sample_rate"], synth.MIN_SAMPLE_RATE
+        )
+    if "seed" in values:
+        values["seed"] = _check_integer("seed", values["seed"], 0)
+    if "track_seconds" in values:
+        seconds = values["track_seconds"]
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds <= 0
+        ):
+            raise MusicSAEError(
+                "synthetic corpus option 'track_seconds'",
+                f"{seconds!r} is not a positive number of seconds",
+                "set `track_seconds` to e.g. 8.0",
+            )
+        values["track_seconds"] = float(seconds)
+    if "caption_template" in values and not isinstance(values["caption_template"], str):
+        raise MusicSAEError(
+            "synthetic corpus option 'caption_template'",
+            f"{values['caption_template']!r} is not a string",
+            f"write a str.format template over {', '.join(CAPTION_FIELDS)}",
+        )
+    return SyntheticCorpusConfig(**values)
+
+
+def balanced_design(n_rows: int, sizes: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """Assign levels to ``n_rows`` rows for each factor: ``design_NK`` int64.
+
+    Every factor is balanced (level counts differ by at most one). When ``n_rows`` is a
+    multiple of the number of level combinations, the rows are a shuffled full
+    factorial (exactly independent factors). Otherwise balanced columns are shuffled
+    and then improved by swaps within a column that bring every pair of factors closer
+    to uniform joint counts: a near-orthogonal design.
+    """
+    n_cells = math.prod(sizes)
+    if n_rows % n_cells == 0:
+        grid_NK = np.stack(np.unravel_index(np.arange(n_cells), tuple(sizes)), axis=1).astype(
+            np.int64
+        )
+        return rng.permutation(np.tile(grid_NK, (n_rows // n_cells, 1)))
+
+    design_NK = np.stack([rng.permutation(np.arange(n_rows) % s) for s in sizes], axis=1)
+    k = len(sizes)
+    if k < 2 or n_rows < 2:
+        return design_NK
+    # joint[a][b][u, v]: rows with level u of factor a and level v of factor b.
+    joint = [[np.zeros((sizes[a], sizes[b]), dtype=np.int64) for b in range(k)] for a in range(k)]
+    for a in range(k):
+        for b in range(k):
+            if a != b:
+                np.add.at(joint[a][b], (design_NK[:, a], design_NK[:, b]), 1)
+
+    for _ in range(min(_DESIGN_SWAPS_PER_TRACK * n_rows, _DESIGN_MAX_SWAPS)):
+        a = int(rng.integers(k))
+        i, j = (int(r) for r in rng.integers(n_rows, size=2))
+        u, v = int(design_NK[i, a]), int(design_NK[j, a])
+        if u == v:
+            continue
+        # Moving row i from level u to v and row j from v to u: the change in the sum of
+        # squared joint counts (the expected counts are fixed, so this is the cost change).
+        delta = 0
+        for b in range(k):
+            if b == a:
+                continue
+            x, y = int(design_NK[i, b]), int(design_NK[j, b])
+            if x == y:
+                continue
+            table = joint[a][b]
+            delta += 2 * (table[v, x] - table[u, x] + table[u, y] - table[v, y]) + 4
+        if delta <= 0:
+            for b in range(k):
+                if b == a:
+                    continue
+                x, y = int(design_NK[i, b]), int(design_NK[j, b])
+                for (cu, cx), change in (((u, x), -1), ((v, x), 1), ((v, y), -1), ((u, y), 1)):
+                    joint[a][b][cu, cx] += change
+                    joint[b][a][cx, cu] += change
+            design_NK[i, a], design_NK[j, a] = v, u
+    return design_NK
+
+
+class SyntheticCorpus(CorpusPlugin):
+    """Generated tracks with ground-truth instrument, register, tempo, mode and loudness.
+
+    ``root`` is not used (the audio is rendered on demand); the catalog may still give one.
+    """
+
+    name = "synthetic"
+
+    def __init__(self, root: str | Path | None = None, **options: Any) -> None:
+        self.config = make_config(**options)
+        super().__init__(root, **asdict(self.config))
+        if self.root is not None:
+            logger.debug("the synthetic corpus renders its audio; root %s is not used", self.root)
+        self._specs = self._build_specs()
+        self._caption(next(iter(self._specs.values())))  # a bad template fails here, early
+
+    def _build_specs(self) -> dict[str, synth.SynthSpec]:
+        cfg = self.config
+        vocabularies = cfg.vocabularies()
+        design_NK = balanced_design(
+            cfg.n_tracks,
+            [len(v) for v in vocabularies.values()],
+            np.random.default_rng([cfg.seed, 0]),
+        )
+        width = max(4, len(str(cfg.n_tracks - 1)))
+        specs: dict[str, synth.SynthSpec] = {}
+        for index, levels in enumerate(design_NK):
+            labels = {
+                concept: vocabulary[level]
+                for (concept, vocabulary), level in zip(vocabularies.items(), levels)
+            }
+            details_rng = np.random.default_rng([cfg.seed, 1, index])
+            track_seed = int(np.random.SeedSequence([cfg.seed, 2, index]).generate_state(1)[0])
+            specs[f"synth-{index:0{width}d}"] = synth.sample_spec(
+                details_rng, seed=track_seed, **labels
+            )
+        return specs
+
+    def _caption_fields(self, spec: synth.SynthSpec) -> dict[str, Any]:
+        return {
+            "instrument": spec.instrument,
+            "register": spec.register,
+            "tempo": spec.tempo,
+            "mode": spec.mode,
+            "loudness": spec.loudness,
+            "tempo_bpm": spec.tempo_bpm,
+            "key": spec.key_name,
+            "root_name": synth.PITCH_CLASS_NAMES[spec.root],
+            "rms_dbfs": spec.rms_dbfs,
+        }
+
+    def _caption(self, spec: synth.SynthSpec) -> str:
+        try:
+            return self.config.caption_template.format(**self._caption_fields(spec))
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise MusicSAEError(
+                "synthetic corpus option 'caption_template'",
+                f"{self.config.caption_template!r} cannot be filled ({exc!r})",
+                f"use only named fields among {', '.join(CAPTION_FIELDS)}",
+            ) from exc
+
+    def tracks(self) -> Iterator[Track]:
+        for track_id, spec in self._specs.items():
+            labels = {
+                "instrument": spec.instrument,
+                "register": spec.register,
+                "tempo": spec.tempo,
+                "mode": spec.mode,
+                "loudness": spec.loudness,
+            }
+            yield Track(
+                track_id=track_id,
+                audio_path=None,
+                caption=self._caption(spec),
+                tags=tuple(f"{concept}:{value}" for concept, value in labels.items()),
+                split=None,
+                meta={
+                    "labels": labels,
+                    "tempo_bpm": spec.tempo_bpm,
+                    "root": spec.root,
+                    "key": spec.key_name,
+                    "rms_dbfs": spec.rms_dbfs,
+                    "seed": spec.seed,
+                    "sample_rate": self.config.sample_rate,
+                    "seconds": self.config.track_seconds,
+                },
+            )
+
+    def spec(self, track_id: str) -> synth.SynthSpec:
+        """The synthesis spec of a track (its exact ground truth)."""
+        try:
+            return self._specs[track_id]
+        except KeyError:
+            raise MusicSAEError(
+                track_id,
+                "no such track in this synthetic corpus",
+                f"use a track listed by tracks() (synth-0000 .. of {self.config.n_tracks})",
+            ) from None
+
+    def read_audio(self, track: Track) -> tuple[np.ndarray, int]:
+        """Render the track: ``(audio_CS float32 with one channel, sample_rate)``."""
+        spec = self.spec(track.track_id)
+        if "seed" in track.meta and track.meta["seed"] != spec.seed:
+            raise MusicSAEError(
+                track.track_id,
+                "the track was listed by a synthetic corpus with other options (its seed "
+                "differs), so its audio would not match its labels",
+                "list the tracks again with the same corpus options",
+            )
+        audio_S = synth.render(spec, self.config.sample_rate, self.config.track_seconds)
+        return audio_S[None, :], self.config.sample_rate

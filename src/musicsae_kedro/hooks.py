@@ -1,0 +1,57 @@
+"""Project hooks: pass the run's config env to pipeline registration; report outputs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.context import KedroContext
+from kedro.framework.hooks import hook_impl
+
+logger = logging.getLogger(__name__)
+
+_REPORTED_SUFFIXES = ("activations", "sae", "sae_metrics", "clip_manifest", "rejects")
+
+
+class ProjectHooks:
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        from musicsae_kedro import pipeline_registry
+
+        pipeline_registry.ACTIVE_ENV = context.env
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        """End every run by saying where its outputs are."""
+        lines = []
+        for name in sorted(pipeline.outputs() | pipeline.all_outputs()):
+            if not name.endswith(_REPORTED_SUFFIXES):
+                continue
+            described = _describe(catalog, name)
+            if described:
+                lines.append(f"  {name}: {described}")
+        try:
+            import mlflow
+
+            run = mlflow.last_active_run()
+            if run is not None:
+                lines.append(
+                    f"  MLflow run {run.info.run_id} in "
+                    f"{mlflow.get_tracking_uri()} (open: make mlflow-ui)"
+                )
+        except Exception:
+            pass
+        if lines:
+            logger.info("outputs of this run:\n%s", "\n".join(lines))
+
+
+def _describe(catalog: Any, name: str) -> str | None:
+    try:
+        info = catalog.get(name)._describe()
+    except Exception:
+        return None
+    for key in ("path", "filepath"):
+        if info.get(key):
+            return str(Path(info[key]).resolve())
+    return None

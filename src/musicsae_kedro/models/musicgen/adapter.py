@@ -1,0 +1,121 @@
+"""The MusicGen adapter: codec tokens and teacher-forced decoder activations."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import MusicgenConfig
+
+from musicsae_kedro.errors import MusicSAEError
+from musicsae_kedro.models.base import (
+    FAMILIES,
+    ActivationBatch,
+    ModelAdapter,
+    ModelConfig,
+    ModelSpec,
+)
+from musicsae_kedro.models.musicgen.configs import DEBUG_LAYERS
+from musicsae_kedro.models.musicgen.delay import (
+    decoder_inputs,
+    position_frames,
+    stored_positions,
+)
+from musicsae_kedro.models.musicgen.loading import load_musicgen
+from musicsae_kedro.models.musicgen.tracing import MusicgenTracer
+
+
+@FAMILIES.register("musicgen")
+class MusicgenAdapter(ModelAdapter):
+    """``facebook/musicgen-*`` (mono), embedded MusicGen-architecture models, ``debug``.
+
+    The teacher-forced pass feeds what the model sees in training: EnCodec codes with
+    the codebook delay pattern and BOS, T5 conditioning from the clip's text, and only
+    the conditional branch (no classifier-free-guidance duplicate rows).
+    """
+
+    family = "musicgen"
+    positions_policies = ("all_codebooks_real", "codebook0_real")
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.model, self.tokenizer = load_musicgen(config)
+        self.tracer = MusicgenTracer(self.model)
+        decoder_cfg = self.model.config.decoder
+        self.n_codebooks = int(decoder_cfg.num_codebooks)
+        self.bos_id = int(decoder_cfg.bos_token_id)
+        self.pad_id = int(decoder_cfg.pad_token_id)
+        self.device = torch.device(config.device)
+
+    @classmethod
+    def layer_count(cls, config: ModelConfig) -> int:
+        spec = ModelSpec.parse(config.spec)
+        if spec.kind == "debug":
+            return DEBUG_LAYERS
+        try:
+            model_config = MusicgenConfig.from_pretrained(
+                spec.path, local_files_only=spec.kind != "hub"
+            )
+        except OSError as exc:
+            raise MusicSAEError(
+                config.spec,
+                f"cannot read the model config ({exc})",
+                "list the layers explicitly in `sites` or make the checkpoint available locally",
+            ) from exc
+        return int(model_config.decoder.num_hidden_layers)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.config.audio_encoder.sampling_rate)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.decoder.num_hidden_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.decoder.hidden_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.decoder.vocab_size)
+
+    @torch.no_grad()
+    def encode_audio(self, audio_BS: np.ndarray) -> np.ndarray:
+        audio_B1S = torch.as_tensor(audio_BS, dtype=self.config.torch_dtype, device=self.device)
+        codes_1BKT = self.model.audio_encoder.encode(audio_B1S[:, None, :]).audio_codes
+        return codes_1BKT[0].to("cpu", torch.int32).numpy()
+
+    def rows_per_clip(self, n_frames: int, policy: str) -> int:
+        return len(stored_positions(n_frames, self.n_codebooks, self.check_policy(policy)))
+
+    def text_inputs(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        encoded = self.tokenizer(list(texts), padding=True, return_tensors="pt")
+        return {
+            "input_ids": encoded["input_ids"].to(self.device),
+            "attention_mask": encoded["attention_mask"].to(self.device),
+        }
+
+    def model_inputs(self, codes_BKT: np.ndarray, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Keyword inputs of a teacher-forced ``model(**inputs)`` call."""
+        codes = torch.as_tensor(np.asarray(codes_BKT), dtype=torch.long, device=self.device)
+        batch, n_codebooks, _ = codes.shape
+        if n_codebooks != self.n_codebooks:
+            raise ValueError(f"codes have {n_codebooks} codebooks, the model {self.n_codebooks}")
+        ids_BKL = decoder_inputs(codes, bos_id=self.bos_id, pad_id=self.pad_id)
+        return {
+            **self.text_inputs(texts),
+            "decoder_input_ids": ids_BKL.reshape(batch * n_codebooks, -1),
+        }
+
+    def layer_activations(
+        self, codes_BKT: np.ndarray, texts: list[str], layers: list[int], policy: str
+    ) -> ActivationBatch:
+        positions = stored_positions(
+            codes_BKT.shape[-1], self.n_codebooks, self.check_policy(policy)
+        )
+        hidden = self.tracer.layer_outputs(layers, **self.model_inputs(codes_BKT, texts))
+        index = torch.as_tensor(positions, device=self.device)
+        return ActivationBatch(
+            acts_BRD={layer: h_BLD.index_select(1, index) for layer, h_BLD in hidden.items()},
+            frames_R=position_frames(positions),
+        )

@@ -1,0 +1,46 @@
+"""Pipelines, generated from the ``models`` and ``sites`` parameters.
+
+The site list decides the graph (one namespaced pipeline per site), so it is read
+here, when pipelines are registered, from the run's configuration environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kedro.config import OmegaConfigLoader
+from kedro.framework.project import settings
+from kedro.pipeline import Pipeline
+
+from musicsae_kedro.pipelines import extract, preprocess, train
+from musicsae_kedro.sites import ModelSites, resolve_sites
+
+# Set by hooks.ProjectHooks.after_context_created: `kedro run --env X` does not export
+# KEDRO_ENV, and pipelines are registered after the context exists.
+ACTIVE_ENV: str | None = None
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def configured_sites() -> list[ModelSites]:
+    conf_source = Path(settings.CONF_SOURCE)
+    if not conf_source.is_absolute():
+        conf_source = PROJECT_ROOT / conf_source
+    loader = OmegaConfigLoader(
+        conf_source=str(conf_source),
+        env=ACTIVE_ENV or os.environ.get("KEDRO_ENV"),
+        **{k: v for k, v in settings.CONFIG_LOADER_ARGS.items() if k != "conf_source"},
+    )
+    params = loader["parameters"]
+    return resolve_sites(params.get("models", {}), params.get("sites", []))
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    models = configured_sites()
+    pipelines = {
+        "preprocess": preprocess.create_pipeline(models),
+        "extract": extract.create_pipeline(models),
+        "train": train.create_pipeline(models),
+    }
+    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    return pipelines

@@ -1,0 +1,1 @@
+"""Kedro pipelines (glue: nodes unpack parameters, call the library, return results)."""

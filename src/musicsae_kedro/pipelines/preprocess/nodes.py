@@ -1,0 +1,98 @@
+"""Preprocess nodes: thin wrappers that unpack parameters and call the library."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+
+from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.corpora.base import CorpusPlugin
+from musicsae_kedro.models.base import ModelConfig, load_adapter
+from musicsae_kedro.preprocessing.clip_store import (
+    ClipSettings,
+    ClipStore,
+    TrackClips,
+    TrackReject,
+)
+from musicsae_kedro.preprocessing.clips import ClipConfig, stream_clips
+from musicsae_kedro.preprocessing.codes import stream_codes
+from musicsae_kedro.preprocessing.codes_store import CodesStarted, TrackCodes
+from musicsae_kedro.preprocessing.manifest import (
+    ConditioningConfig,
+    SplitConfig,
+    build_manifest,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_clips(
+    corpus: CorpusPlugin, done_track_ids: set[str], preprocess: dict[str, Any]
+) -> Iterator[ClipSettings | TrackClips | TrackReject]:
+    """Decode, (separate), downmix, resample and segment every track not done yet.
+
+    Streams one item per track to the clip store, which commits it at once: a crash
+    loses at most the track in flight, and a rerun skips committed and rejected tracks.
+    """
+    cfg = config_from_dict(ClipConfig, preprocess.get("clips"), "preprocess.clips")
+    yield cfg.settings()
+    if done_track_ids:
+        logger.info("resuming: %d tracks already done", len(done_track_ids))
+    yield from stream_clips(corpus, cfg, done_track_ids, progress=preprocess.get("progress", True))
+    metadata_rejects = getattr(corpus, "metadata_rejects", None)
+    for reject in metadata_rejects() if callable(metadata_rejects) else ():
+        reject_id = f"metadata:{reject.get('row', '?')}:{reject.get('path', '')}"
+        if reject_id not in done_track_ids:
+            yield TrackReject(
+                track_id=reject_id,
+                source=str(reject.get("path", "")),
+                reason=str(reject.get("reason", "bad metadata row")),
+            )
+
+
+def make_manifest(
+    clips: ClipStore, preprocess: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Tracks (with the held-out split), clips (with conditioning text), and rejects."""
+    clip_cfg = config_from_dict(ClipConfig, preprocess.get("clips"), "preprocess.clips")
+    split_cfg = config_from_dict(SplitConfig, preprocess.get("split"), "preprocess.split")
+    text_cfg = config_from_dict(
+        ConditioningConfig, preprocess.get("conditioning"), "preprocess.conditioning"
+    )
+    tracks, clip_table = build_manifest(clips.records(), clip_cfg.clip_seconds, split_cfg, text_cfg)
+    rejects = pd.DataFrame(
+        [r.__dict__ for r in clips.rejects()], columns=["track_id", "source", "reason"]
+    )
+    held = int((tracks["split"] == "heldout").sum())
+    logger.info(
+        "manifest: %d tracks (%d held out), %d clips, %d rejected",
+        len(tracks),
+        held,
+        len(clip_table),
+        len(rejects),
+    )
+    return tracks, clip_table, rejects
+
+
+def encode_codes(
+    tracks: pd.DataFrame,
+    clips: ClipStore,
+    done_keys: set[str],
+    model: dict[str, Any],
+    preprocess: dict[str, Any],
+    *,
+    model_key: str,
+) -> Iterator[CodesStarted | TrackCodes]:
+    """Codec tokens for every clip, once per track; cached tracks are skipped."""
+    adapter = load_adapter(ModelConfig.from_dict(model_key, model))
+    yield from stream_codes(
+        adapter,
+        tracks,
+        clips,
+        done_keys,
+        batch_size=int(preprocess.get("codec_batch_size", 16)),
+        progress=preprocess.get("progress", True),
+    )

@@ -1,0 +1,67 @@
+"""MLflow glue: nested runs per trained SAE, and the log callback the library reports to."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+logger = logging.getLogger(__name__)
+LogFn = Callable[[dict[str, float], int], None]
+
+
+def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dict -> ``{"a.b": "value"}`` (MLflow params are flat strings)."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_params(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def _log_metrics(metrics: dict[str, float], step: int) -> None:
+    finite = {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and math.isfinite(float(v))
+    }
+    if finite:
+        mlflow.log_metrics(finite, step=step)
+
+
+@contextlib.contextmanager
+def child_run(
+    name: str, params: dict[str, Any], tags: dict[str, str] | None = None
+) -> Iterator[tuple[LogFn, str | None]]:
+    """A nested MLflow run under the Kedro session's run (kedro-mlflow starts that one).
+
+    Yields ``(log_fn, run_id)``. Without an active parent run (a pipeline run without
+    kedro-mlflow, e.g. in unit tests) nothing is logged and ``run_id`` is None.
+    """
+    if mlflow.active_run() is None:
+        logger.info("no active MLflow run: %s is not tracked", name)
+        yield (lambda metrics, step: None), None
+        return
+    with mlflow.start_run(run_name=name, nested=True) as run:
+        mlflow.log_params(flat_params(params))
+        mlflow.set_tags({"site": name, **(tags or {})})
+        yield _log_metrics, run.info.run_id
+
+
+def log_artifact_file(write: Callable[[Path], None], file_name: str) -> None:
+    """Write an artifact with ``write(path)`` into a temp dir and log it to the active run."""
+    if mlflow.active_run() is None:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / file_name
+        write(path)
+        mlflow.log_artifact(str(path))

@@ -1,0 +1,1 @@
+"""Tracks -> clips -> manifest and held-out split -> cached codec tokens."""

@@ -1,0 +1,194 @@
+"""The clip store: mono, resampled, segmented clips of every track, committed per track.
+
+Layout of the store directory::
+
+    audio/<key>.wav      float32 wav, the track's clips back to back (n_clips * clip_samples)
+    tracks.jsonl         one committed record per track (written after its wav)
+    rejects.jsonl        one record per rejected track, with the reason
+    store.json           the settings the clips were made with
+
+A track is committed when its line is in ``tracks.jsonl``; a crash before that leaves
+at most an orphan wav, which the rerun overwrites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from musicsae_kedro.audio.io import write_audio_atomic
+from musicsae_kedro.errors import MusicSAEError
+from musicsae_kedro.preprocessing.atomic import (
+    append_jsonl,
+    read_jsonl,
+    repair_jsonl,
+    safe_key,
+    write_json_atomic,
+)
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """A committed track of the clip store."""
+
+    track_id: str
+    key: str
+    n_clips: int
+    source: str
+    caption: str | None = None
+    tags: tuple[str, ...] = ()
+    corpus_split: str | None = None
+    source_sample_rate: int | None = None
+    source_seconds: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TrackRecord:
+        return cls(**{**raw, "tags": tuple(raw.get("tags", ()))})
+
+
+@dataclass(frozen=True)
+class TrackClips:
+    """A stream item: one track's clips (``clips_NS``) to commit."""
+
+    record: TrackRecord
+    clips_NS: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrackReject:
+    """A stream item: a track that could not be used, and why."""
+
+    track_id: str
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """What every clip of a store shares; a store refuses clips made differently."""
+
+    sample_rate: int
+    clip_samples: int
+    stem: str = "mix"
+
+
+class ClipStore:
+    """Directory-backed, append-only, resumable store of clips."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def _settings_path(self) -> Path:
+        return self.path / "store.json"
+
+    def settings(self) -> ClipSettings | None:
+        if not self._settings_path.exists():
+            return None
+        import json
+
+        return ClipSettings(**json.loads(self._settings_path.read_text()))
+
+    def open_for_writing(self, settings: ClipSettings) -> None:
+        """Create the store, or check that an existing one was made with ``settings``."""
+        existing = self.settings()
+        if existing is None:
+            write_json_atomic(self._settings_path, asdict(settings))
+        elif existing != settings:
+            raise MusicSAEError(
+                self._settings_path,
+                f"the clip store was made with {existing}, this run asks for {settings}",
+                f"delete {self.path} to rebuild the clips, or point the `clips` catalog entry "
+                "at a new folder",
+            )
+        for name in ("tracks.jsonl", "rejects.jsonl"):
+            repair_jsonl(self.path / name)
+
+    def records(self) -> list[TrackRecord]:
+        """Committed tracks, in commit order (the last record of a track id wins)."""
+        by_id = {
+            raw["track_id"]: TrackRecord.from_json(raw)
+            for raw in read_jsonl(self.path / "tracks.jsonl")
+        }
+        return list(by_id.values())
+
+    def rejects(self) -> list[TrackReject]:
+        by_id = {
+            raw["track_id"]: TrackReject(**raw) for raw in read_jsonl(self.path / "rejects.jsonl")
+        }
+        return list(by_id.values())
+
+    def done_track_ids(self) -> set[str]:
+        """Tracks a rerun skips: committed or rejected."""
+        return {r.track_id for r in self.records()} | {r.track_id for r in self.rejects()}
+
+    def audio_path(self, record: TrackRecord) -> Path:
+        return self.path / "audio" / f"{record.key}.wav"
+
+    def commit(self, item: TrackClips) -> None:
+        settings = self.settings()
+        if settings is None:
+            raise RuntimeError("open_for_writing must be called before commit")
+        n_clips, clip_samples = item.clips_NS.shape
+        if clip_samples != settings.clip_samples or n_clips != item.record.n_clips:
+            raise ValueError(f"clips of {item.record.track_id} have shape {item.clips_NS.shape}")
+        write_audio_atomic(
+            self.audio_path(item.record), item.clips_NS.reshape(1, -1), settings.sample_rate
+        )
+        append_jsonl(self.path / "tracks.jsonl", _jsonable(asdict(item.record)))
+
+    def reject(self, item: TrackReject) -> None:
+        append_jsonl(self.path / "rejects.jsonl", _jsonable(asdict(item)))
+
+    def read_clips(self, record: TrackRecord) -> np.ndarray:
+        """The committed clips of a track: (n_clips, clip_samples) float32."""
+        settings = self.settings()
+        path = self.audio_path(record)
+        try:
+            audio_S, rate = sf.read(str(path), dtype="float32")
+        except (sf.LibsndfileError, OSError) as exc:
+            raise MusicSAEError(
+                path,
+                f"cannot read cached clips ({exc})",
+                "delete the file and its line in tracks.jsonl, then rerun "
+                "`kedro run --pipeline=preprocess`",
+            ) from exc
+        expected = record.n_clips * settings.clip_samples
+        if rate != settings.sample_rate or audio_S.shape[0] != expected:
+            raise MusicSAEError(
+                path,
+                f"cached clips hold {audio_S.shape[0]} samples at {rate} Hz, "
+                f"expected {expected} at {settings.sample_rate} Hz",
+                "delete the clip store folder and rerun preprocess",
+            )
+        return audio_S.reshape(record.n_clips, settings.clip_samples)
+
+
+def new_record(track_id: str, n_clips: int, **fields: Any) -> TrackRecord:
+    track_id = printable(track_id)
+    return TrackRecord(track_id=track_id, key=safe_key(track_id), n_clips=n_clips, **fields)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, str):
+        return printable(obj)
+    return obj
+
+
+def printable(text: str) -> str:
+    """Valid UTF-8 text for ids and paths: non-UTF-8 file names arrive as surrogate
+    escapes, which parquet and HDF5 refuse; show their bytes as ``\\xNN`` instead."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

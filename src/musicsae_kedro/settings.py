@@ -1,0 +1,33 @@
+"""Kedro project settings."""
+
+import os
+
+# Opt out of telemetry before anything can send it (kedro-telemetry, MLflow).
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("WANDB_MODE", "disabled")  # dictionary_learning imports wandb
+
+import warnings
+
+# Third-party noise that says nothing about this project's run.
+warnings.filterwarnings("ignore", module=r"kedro\.config\.omegaconf_config")
+warnings.filterwarnings("ignore", module=r"mlflow\.pyfunc\.utils\.data_validation")
+# Namespaced dataset names (``musicgen.l2.activations``) contain dots on purpose.
+warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+
+from kedro.config import OmegaConfigLoader  # noqa: E402
+
+from musicsae_kedro.hooks import ProjectHooks  # noqa: E402
+
+HOOKS = (ProjectHooks(),)
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # An env (conf/local, --env X) overrides single nested keys, not whole blocks.
+    "merge_strategy": {"parameters": "soft", "mlflow": "soft"},
+    "config_patterns": {
+        "mlflow": ["mlflow*", "mlflow*/**"],
+    },
+}

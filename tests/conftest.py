@@ -1,0 +1,32 @@
+"""Shared test setup: offline, telemetry off, everything seeded."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+
+for _key, _value in {
+    "KEDRO_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "WANDB_MODE": "disabled",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything() -> None:
+    import torch
+
+    # Tests use tiny tensors: one thread is faster than two on this kind of machine and
+    # keeps results independent of the core count.
+    torch.set_num_threads(1)
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
