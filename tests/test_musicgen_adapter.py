@@ -164,3 +164,25 @@ def test_hub_spec_without_network_names_the_fix():
 def test_unknown_policy_is_refused(adapter):
     with pytest.raises(MusicSAEError, match="all_codebooks_real"):
         adapter.rows_per_clip(10, "every_position")
+
+
+def test_codebook_nll_matches_transformers_loss(adapter):
+    codes_BKT = np.random.default_rng(0).integers(0, 2048, (2, 4, 12))
+    nll_B, tokens_B = adapter.codebook_nll(codes_BKT, ["a", "b"])
+    assert tokens_B.tolist() == [4 * 12, 4 * 12]  # every code of every codebook, once
+    # transformers' own training loss: mean over codebooks of per-codebook mean CE.
+    labels_BLK = delayed_labels(torch.as_tensor(codes_BKT))
+    with torch.no_grad():
+        out = adapter.model(**adapter.text_inputs(["a", "b"]), labels=labels_BLK)
+    assert float(nll_B.sum() / tokens_B.sum()) == pytest.approx(float(out.loss), rel=1e-5)
+    # a random model is near-uniform over 2048 codes
+    assert float(nll_B.sum() / tokens_B.sum()) == pytest.approx(np.log(2048), rel=0.05)
+
+
+def test_identity_edit_changes_nothing_and_skip_changes_the_ce(adapter):
+    codes_BKT = np.random.default_rng(1).integers(0, 2048, (2, 4, 12))
+    clean, _ = adapter.codebook_nll(codes_BKT, ["a", "b"])
+    same, _ = adapter.codebook_nll(codes_BKT, ["a", "b"], {2: lambda h_in, h_out: h_out})
+    torch.testing.assert_close(same, clean, rtol=0, atol=0)
+    skipped, _ = adapter.codebook_nll(codes_BKT, ["a", "b"], {2: lambda h_in, h_out: h_in})
+    assert not torch.allclose(skipped, clean)

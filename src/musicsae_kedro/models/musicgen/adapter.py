@@ -16,12 +16,14 @@ from musicsae_kedro.models.base import (
 )
 from musicsae_kedro.models.musicgen.configs import DEBUG_LAYERS
 from musicsae_kedro.models.musicgen.delay import (
+    IGNORE_INDEX,
     decoder_inputs,
+    delayed_labels,
     position_frames,
     stored_positions,
 )
 from musicsae_kedro.models.musicgen.loading import load_musicgen
-from musicsae_kedro.models.musicgen.tracing import MusicgenTracer
+from musicsae_kedro.models.musicgen.tracing import MusicgenTracer, SiteEdit
 
 
 @FAMILIES.register("musicgen")
@@ -119,3 +121,30 @@ class MusicgenAdapter(ModelAdapter):
             acts_BRD={layer: h_BLD.index_select(1, index) for layer, h_BLD in hidden.items()},
             frames_R=position_frames(positions),
         )
+
+    def codebook_nll(
+        self,
+        codes_BKT: np.ndarray,
+        texts: list[str],
+        edits: dict[int, SiteEdit] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced codebook cross-entropy per clip: ``(nll_sum_B, tokens_B)``.
+
+        Every codebook's label at every position counts once; labels outside each
+        codebook's delayed span (delay padding) are masked. Sum over clips and divide
+        for a corpus-mean CE (not a mean of per-clip ratios).
+        """
+        inputs = self.model_inputs(codes_BKT, texts)
+        logits_BKLV = self.tracer.logits_with_edits(edits or {}, **inputs)
+        batch = codes_BKT.shape[0]
+        logits_BKLV = logits_BKLV.reshape(batch, self.n_codebooks, *logits_BKLV.shape[1:])
+        codes = torch.as_tensor(np.asarray(codes_BKT), dtype=torch.long, device=self.device)
+        labels_BKL = delayed_labels(codes).transpose(1, 2)
+        mask_BKL = labels_BKL != IGNORE_INDEX
+        nll_BKL = torch.nn.functional.cross_entropy(
+            logits_BKLV.float().flatten(0, 2),
+            labels_BKL.clamp(min=0).flatten(),
+            reduction="none",
+        ).reshape(labels_BKL.shape)
+        nll_B = (nll_BKL * mask_BKL).sum(dim=(1, 2))
+        return nll_B.cpu(), mask_BKL.sum(dim=(1, 2)).cpu()
