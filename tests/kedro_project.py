@@ -57,9 +57,23 @@ def make_project(path: Path, overrides: dict[str, dict] | None = None) -> Path:
     (path / "src").mkdir(exist_ok=True)
     local = path / "conf" / "local"
     local.mkdir(parents=True, exist_ok=True)
-    for name, content in {**SMALL, **(overrides or {})}.items():
+    files = {name: dict(content) for name, content in SMALL.items()}
+    for name, content in (overrides or {}).items():
+        files[name] = _merge(files.get(name, {}), content)
+    for name, content in files.items():
         (local / name).write_text(yaml.safe_dump(content))
     return path
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = (
+            _merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
+    return merged
 
 
 def kedro(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 
 from musicsae_kedro.sae.artifact import load_sae
@@ -36,6 +37,10 @@ def test_kedro_run_produces_every_output(demo: Path):
         assert metrics["l0"] == pytest.approx(16.0)
         sae = load_sae(demo / f"data/06_models/{site}/sae.safetensors")
         assert sae.site == site and sae.dict_size == 256
+    summary = pd.read_parquet(demo / "data/08_reporting/sae_summary.parquet")
+    assert list(summary["site"]) == ["musicgen.l1", "musicgen.l3"]
+    assert summary["ce_recovered_zero"].notna().all()
+    assert (demo / "data/08_reporting/sae_pareto.png").stat().st_size > 1000
     # MLflow: the Kedro run plus one nested run per SAE, with the artifact.
     with sqlite3.connect(demo / "mlflow.db") as db:
         names = {r[0] for r in db.execute("select name from runs")}
@@ -81,3 +86,45 @@ def test_extract_killed_mid_run_resumes_to_identical_stores(demo: Path, tmp_path
     assert want.keys() == got.keys()
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_sweep_gives_one_comparable_mlflow_run_per_point(demo: Path, tmp_path: Path):
+    sweep = {
+        "train": {
+            "sweep": {"sae.architecture": ["topk", "batch_topk"], "sae.expansion_factor": [2, 4]},
+            "train": {
+                "steps": 20,
+                "log_every": 10,
+                "eval_every": 20,
+                "threshold_start_step": 10,
+                "progress": False,
+            },
+            "ce": {"max_clips": 4},
+        }
+    }
+    project = make_project(tmp_path / "sweep", {"parameters_train.yml": sweep})
+    shutil.copytree(
+        demo / "data", project / "data", ignore=shutil.ignore_patterns("06_models", "08_reporting")
+    )
+    result = kedro(project, "run", "--pipeline=train")
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = pd.read_parquet(project / "data/08_reporting/sae_summary.parquet")
+    assert len(summary) == 8  # 2 sites x 4 points
+    assert set(summary["point"]) == {"topk_x2", "topk_x4", "batchtopk_x2", "batchtopk_x4"}
+    assert (project / "data/06_models/musicgen.l1/batchtopk_x4/sae.safetensors").exists()
+    md = (project / "data/08_reporting/sae_summary.md").read_text()
+    assert md.count("| musicgen.") == 8
+    with sqlite3.connect(project / "mlflow.db") as db:
+        runs = dict(db.execute("select run_uuid, name from runs").fetchall())
+        keys = {}
+        for run_id, key in db.execute("select run_uuid, key from metrics"):
+            keys.setdefault(run_id, set()).add(key)
+        params = {}
+        for run_id, key in db.execute("select run_uuid, key from params"):
+            params.setdefault(run_id, set()).add(key)
+    point_runs = [r for r, name in runs.items() if "/" in name]
+    assert len(point_runs) == 8
+    # the same metric and param names in every point's run: comparable side by side
+    assert len({frozenset(keys[r]) for r in point_runs}) == 1
+    assert len({frozenset(params[r]) for r in point_runs}) == 1
+    assert "eval/ce_recovered_zero" in keys[point_runs[0]]

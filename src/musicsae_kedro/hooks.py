@@ -11,7 +11,16 @@ from kedro.framework.hooks import hook_impl
 
 logger = logging.getLogger(__name__)
 
-_REPORTED_SUFFIXES = ("activations", "sae", "sae_metrics", "clip_manifest", "rejects")
+_REPORTED_SUFFIXES = (
+    "activations",
+    "sae",
+    "sae_metrics",
+    "clip_manifest",
+    "rejects",
+    "summary_md",
+    "pareto",
+    "report",
+)
 
 
 class ProjectHooks:
@@ -20,6 +29,7 @@ class ProjectHooks:
         from musicsae_kedro import pipeline_registry
 
         pipeline_registry.ACTIVE_ENV = context.env
+        pipeline_registry.PROJECT_PATH = context.project_path
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:

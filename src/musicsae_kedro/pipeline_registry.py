@@ -14,33 +14,41 @@ from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
 from musicsae_kedro.pipelines import extract, preprocess, train
+from musicsae_kedro.sae.sweep import expand_grid
 from musicsae_kedro.sites import ModelSites, resolve_sites
 
 # Set by hooks.ProjectHooks.after_context_created: `kedro run --env X` does not export
-# KEDRO_ENV, and pipelines are registered after the context exists.
+# KEDRO_ENV, and pipelines are registered after the context exists. Without a context
+# (e.g. `kedro registry list`) the project is the working directory, as for the CLI.
 ACTIVE_ENV: str | None = None
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_PATH: Path | None = None
 
 
-def configured_sites() -> list[ModelSites]:
+def _parameters() -> dict:
     conf_source = Path(settings.CONF_SOURCE)
     if not conf_source.is_absolute():
-        conf_source = PROJECT_ROOT / conf_source
+        conf_source = (PROJECT_PATH or Path.cwd()) / conf_source
     loader = OmegaConfigLoader(
         conf_source=str(conf_source),
         env=ACTIVE_ENV or os.environ.get("KEDRO_ENV"),
         **{k: v for k, v in settings.CONFIG_LOADER_ARGS.items() if k != "conf_source"},
     )
-    params = loader["parameters"]
+    return loader["parameters"]
+
+
+def configured_sites() -> list[ModelSites]:
+    params = _parameters()
     return resolve_sites(params.get("models", {}), params.get("sites", []))
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    models = configured_sites()
+    params = _parameters()
+    models = resolve_sites(params.get("models", {}), params.get("sites", []))
+    points = expand_grid((params.get("train") or {}).get("sweep"))
     pipelines = {
         "preprocess": preprocess.create_pipeline(models),
         "extract": extract.create_pipeline(models),
-        "train": train.create_pipeline(models),
+        "train": train.create_pipeline(models, points),
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

@@ -65,3 +65,44 @@ def log_artifact_file(write: Callable[[Path], None], file_name: str) -> None:
         path = Path(tmp) / file_name
         write(path)
         mlflow.log_artifact(str(path))
+
+
+def log_figure(figure: Any, file_name: str) -> None:
+    """Log a matplotlib figure to the active run (no-op without one)."""
+    if mlflow.active_run() is not None:
+        mlflow.log_figure(figure, file_name)
+
+
+def log_to_site_run(
+    run_id: str | None,
+    name: str,
+    metrics: dict[str, float],
+    tags: dict[str, str] | None = None,
+    dicts: dict[str, Any] | None = None,
+) -> str | None:
+    """Log ``metrics`` (step 0), ``tags`` and JSON ``dicts`` (file name -> object) into the
+    run of a site's SAE, so that they sit next to its evaluation metrics in the MLflow UI.
+
+    ``run_id`` is that run (``sae_metrics["mlflow_run_id"]``); it is reopened as a nested
+    run. When it is None or not in this tracking store, a new nested run ``name`` is used.
+    No params are logged (they are immutable, and the SAE run already has its own).
+    Returns the run id used, or None without an active MLflow run.
+    """
+    if mlflow.active_run() is None:
+        logger.info("no active MLflow run: %s is not tracked", name)
+        return None
+    run = None
+    if run_id:
+        try:
+            run = mlflow.start_run(run_id=run_id, nested=True)
+        except mlflow.exceptions.MlflowException:
+            logger.info("MLflow run %s not found: logging %s to a new nested run", run_id, name)
+    if run is None:
+        run = mlflow.start_run(run_name=name, nested=True)
+    with run:
+        _log_metrics(metrics, step=0)
+        if tags:
+            mlflow.set_tags(tags)
+        for file_name, obj in (dicts or {}).items():
+            mlflow.log_dict(obj, file_name)
+        return run.info.run_id

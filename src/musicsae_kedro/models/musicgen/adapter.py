@@ -88,7 +88,11 @@ class MusicgenAdapter(ModelAdapter):
         return codes_1BKT[0].to("cpu", torch.int32).numpy()
 
     def rows_per_clip(self, n_frames: int, policy: str) -> int:
-        return len(stored_positions(n_frames, self.n_codebooks, self.check_policy(policy)))
+        return len(self.site_positions(n_frames, policy))
+
+    def site_positions(self, n_frames: int, policy: str) -> np.ndarray:
+        """Sequence positions whose activations are stored (and edited by splices)."""
+        return stored_positions(n_frames, self.n_codebooks, self.check_policy(policy))
 
     def text_inputs(self, texts: list[str]) -> dict[str, torch.Tensor]:
         encoded = self.tokenizer(list(texts), padding=True, return_tensors="pt")
@@ -112,9 +116,7 @@ class MusicgenAdapter(ModelAdapter):
     def layer_activations(
         self, codes_BKT: np.ndarray, texts: list[str], layers: list[int], policy: str
     ) -> ActivationBatch:
-        positions = stored_positions(
-            codes_BKT.shape[-1], self.n_codebooks, self.check_policy(policy)
-        )
+        positions = self.site_positions(codes_BKT.shape[-1], policy)
         hidden = self.tracer.layer_outputs(layers, **self.model_inputs(codes_BKT, texts))
         index = torch.as_tensor(positions, device=self.device)
         return ActivationBatch(

@@ -1,25 +1,59 @@
-"""SAE training node: reader over the site's train store, evaluation on held-out tracks."""
+"""SAE training nodes: one SAE per site (and sweep point), and a summary of all of them."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from musicsae_kedro.activations.reader import BlockShuffleReader
 from musicsae_kedro.activations.sets import ActivationSet
 from musicsae_kedro.activations.store import ActivationStore
 from musicsae_kedro.config import config_from_dict
-from musicsae_kedro.pipelines.tracking import child_run, log_artifact_file
+from musicsae_kedro.models.base import ModelConfig, load_adapter
+from musicsae_kedro.pipelines.tracking import child_run, log_artifact_file, log_figure
+from musicsae_kedro.preprocessing.codes_store import CodesStore
+from musicsae_kedro.preprocessing.manifest import HELDOUT
 from musicsae_kedro.sae.artifact import save_sae
+from musicsae_kedro.sae.ce_recovered import (
+    CEConfig,
+    TeacherForcedLM,
+    evaluate_ce_recovered,
+    mean_activation,
+)
 from musicsae_kedro.sae.config import EvalConfig, SAEConfig, TrainConfig
+from musicsae_kedro.sae.figures import density_histogram, pareto_figure
 from musicsae_kedro.sae.model import SparseAutoencoder
+from musicsae_kedro.sae.sweep import SweepPoint, apply_overrides
 from musicsae_kedro.sae.train import train_sae
+from musicsae_kedro.tables import markdown_table
 
 logger = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = [
+    "site",
+    "point",
+    "architecture",
+    "expansion_factor",
+    "dict_size",
+    "k",
+    "lr",
+    "steps",
+    "explained_variance",
+    "l0",
+    "dead_fraction",
+    "mse",
+    "ce_recovered_zero",
+    "ce_recovered_mean",
+    "ce_increase",
+    "mlflow_run_id",
+]
 
 
 @dataclass(frozen=True)
@@ -39,18 +73,48 @@ def heldout_batches(store: ActivationStore, block_rows: int) -> Iterator[torch.T
         yield torch.from_numpy(block_BD).float()
 
 
+def heldout_clips(
+    tracks: pd.DataFrame, codes: CodesStore, cfg: CEConfig
+) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """Batches of (codes_BKT, texts) over the first ``max_clips`` held-out clips."""
+    codes_list, texts, seen = [], [], 0
+    for _, row in tracks[tracks["split"] == HELDOUT].iterrows():
+        for codes_KT in codes.read(row["key"]):
+            if seen == cfg.max_clips:
+                break
+            codes_list.append(codes_KT)
+            texts.append(row["text"])
+            seen += 1
+            if len(codes_list) == cfg.batch_size:
+                yield np.stack(codes_list), texts
+                codes_list, texts = [], []
+    if codes_list:
+        yield np.stack(codes_list), texts
+
+
 def train_site_sae(
-    activations: ActivationSet, train: dict[str, Any]
+    activations: ActivationSet,
+    tracks: pd.DataFrame,
+    codes: CodesStore,
+    model: dict[str, Any],
+    train: dict[str, Any],
+    *,
+    model_key: str,
+    point: SweepPoint,
 ) -> tuple[SparseAutoencoder, dict[str, Any]]:
-    """Train the site's SAE on its training tracks, evaluate on held-out tracks, and
-    record the run (params, metrics over steps, the artifact) as a nested MLflow run."""
-    sae_cfg = SAEConfig.from_dict(train.get("sae"), "train.sae")
-    train_cfg = TrainConfig.from_dict(train.get("train"), "train.train")
-    eval_cfg = EvalConfig.from_dict(train.get("eval"), "train.eval")
-    reader_cfg = config_from_dict(ReaderConfig, train.get("reader"), "train.reader")
+    """Train the site's SAE on its training tracks, evaluate it on held-out tracks (EV,
+    L0, dead fraction; CE recovered where the model supports it), and record it as a
+    nested MLflow run (params, metrics over steps, density histogram, artifact)."""
+    params = apply_overrides(train, point.overrides)
+    sae_cfg = SAEConfig.from_dict(params.get("sae"), "train.sae")
+    train_cfg = TrainConfig.from_dict(params.get("train"), "train.train")
+    eval_cfg = EvalConfig.from_dict(params.get("eval"), "train.eval")
+    reader_cfg = config_from_dict(ReaderConfig, params.get("reader"), "train.reader")
+    ce_cfg = config_from_dict(CEConfig, params.get("ce"), "train.ce")
     train_store = activations.open("train")
     heldout_store = activations.open("heldout")
     site, spec = train_store.site, str(train_store.provenance.get("model_spec", ""))
+    run_name = f"{site}/{point.name}" if point.name else site
     reader = BlockShuffleReader(
         train_store,
         batch_size=train_cfg.batch_size,
@@ -59,8 +123,9 @@ def train_site_sae(
         seed=train_cfg.seed,
         prefetch=reader_cfg.prefetch,
     )
-    params = {
+    run_params = {
         "site": site,
+        "point": point.name or "default",
         "model_spec": spec,
         "d_in": train_store.d,
         "train_tokens": train_store.n_rows,
@@ -69,9 +134,14 @@ def train_site_sae(
         "sae": sae_cfg.to_dict(),
         "train": train_cfg.to_dict(),
         "eval": eval_cfg.to_dict(),
-        "reader": reader_cfg.__dict__,
+        "reader": asdict(reader_cfg),
+        "ce": asdict(ce_cfg),
     }
-    with child_run(site, params, tags={"architecture": sae_cfg.architecture}) as (log_fn, run_id):
+    with child_run(
+        run_name,
+        run_params,
+        tags={"site": site, "architecture": sae_cfg.architecture, "point": point.name or "default"},
+    ) as (log_fn, run_id):
         sae, metrics = train_sae(
             iter(reader),
             lambda: heldout_batches(heldout_store, reader_cfg.block_rows),
@@ -84,13 +154,21 @@ def train_site_sae(
             log_fn=log_fn,
         )
         sae.provenance["data_fingerprint"] = train_store.fingerprint
+        log_figure(density_histogram(metrics["firing_frequency"], site), "feature_density.png")
+        ce = _ce_recovered(sae, train_store, tracks, codes, model, model_key, ce_cfg)
+        if ce:
+            log_fn({f"eval/{k}": v for k, v in ce.items()}, train_cfg.num_steps)
         log_artifact_file(lambda path: save_sae(path, sae), "sae.safetensors")
+    reader.close()
     summary = {
         "site": site,
+        "point": point.name,
         "mlflow_run_id": run_id,
         "architecture": sae_cfg.architecture,
+        "expansion_factor": sae_cfg.expansion_factor,
         "dict_size": sae.dict_size,
         "k": sae_cfg.k,
+        "lr": train_cfg.lr,
         "steps": train_cfg.num_steps,
         "encode_rule": sae.encode_rule,
         **{
@@ -98,5 +176,46 @@ def train_site_sae(
             for name in ("explained_variance", "mse", "l0", "dead_fraction")
         },
         "heldout_tokens_evaluated": int(metrics["tokens"]),
+        **ce,
     }
     return sae, summary
+
+
+def _ce_recovered(
+    sae: SparseAutoencoder,
+    train_store: ActivationStore,
+    tracks: pd.DataFrame,
+    codes: CodesStore,
+    model: dict[str, Any],
+    model_key: str,
+    cfg: CEConfig,
+) -> dict[str, float]:
+    if not cfg.enabled:
+        return {}
+    adapter = load_adapter(ModelConfig.from_dict(model_key, model))
+    if not isinstance(adapter, TeacherForcedLM):
+        logger.info("%s: CE recovered needs a language model; skipped", train_store.site)
+        return {}
+    provenance = train_store.provenance
+    mean_D = mean_activation(block for _, block in train_store.iter_blocks(8192))
+    return evaluate_ce_recovered(
+        adapter,
+        int(provenance["layer"]),
+        str(provenance["positions_policy"]),
+        sae,
+        mean_D,
+        heldout_clips(tracks, codes, cfg),
+    )
+
+
+def summarize_saes(*metrics: dict[str, Any]) -> tuple[pd.DataFrame, str, Figure]:
+    """One row per trained SAE (every site and sweep point), as a table, markdown and
+    an explained-variance-vs-L0 figure; also logged to the Kedro run in MLflow."""
+    summary = pd.DataFrame([{c: m.get(c) for c in SUMMARY_COLUMNS} for m in metrics])
+    summary = summary.sort_values(["site", "point"]).reset_index(drop=True)
+    markdown = "# Trained SAEs (held-out metrics)\n\n" + markdown_table(
+        summary.drop(columns=["mlflow_run_id"])
+    )
+    figure = pareto_figure(summary)
+    log_figure(figure, "sae_pareto.png")
+    return summary, markdown, figure
