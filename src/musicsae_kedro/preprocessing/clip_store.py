@@ -75,6 +75,9 @@ class ClipSettings:
     sample_rate: int
     clip_samples: int
     stem: str = "mix"
+    separator: str = ""
+    """The stem separator's settings (empty for the mix): clips of another separator
+    must not mix with these."""
 
 
 class ClipStore:

@@ -48,8 +48,8 @@ class ClipConfig:
     def clip_samples(self) -> int:
         return round(self.clip_seconds * self.sample_rate)
 
-    def settings(self) -> ClipSettings:
-        return ClipSettings(self.sample_rate, self.clip_samples, self.stem)
+    def settings(self, separator: str = "") -> ClipSettings:
+        return ClipSettings(self.sample_rate, self.clip_samples, self.stem, separator)
 
     def __post_init__(self) -> None:
         if not self.clip_seconds > 0 or self.sample_rate <= 0:

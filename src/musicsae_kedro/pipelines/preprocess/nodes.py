@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from musicsae_kedro.audio.stems import CachedStemSeparator, SeparatorConfig
 from musicsae_kedro.config import config_from_dict
 from musicsae_kedro.corpora.base import CorpusPlugin
 from musicsae_kedro.models.base import ModelConfig, load_adapter
@@ -32,16 +33,21 @@ logger = logging.getLogger(__name__)
 def prepare_clips(
     corpus: CorpusPlugin, done_track_ids: set[str], preprocess: dict[str, Any]
 ) -> Iterator[ClipSettings | TrackClips | TrackReject]:
-    """Decode, (separate), downmix, resample and segment every track not done yet.
+    """Decode, (separate stems), downmix, resample and segment every track not done yet.
 
     Streams one item per track to the clip store, which commits it at once: a crash
     loses at most the track in flight, and a rerun skips committed and rejected tracks.
     """
     cfg = config_from_dict(ClipConfig, preprocess.get("clips"), "preprocess.clips")
-    yield cfg.settings()
+    progress = preprocess.get("progress", True)
+    separator = None
+    if cfg.stem != "mix":  # the mix needs no separation, even with a separator configured
+        stems = config_from_dict(SeparatorConfig, preprocess.get("stems"), "preprocess.stems")
+        separator = CachedStemSeparator(stems, cfg.stem, progress=progress)
+    yield cfg.settings(separator=stems.label() if separator else "")
     if done_track_ids:
         logger.info("resuming: %d tracks already done", len(done_track_ids))
-    yield from stream_clips(corpus, cfg, done_track_ids, progress=preprocess.get("progress", True))
+    yield from stream_clips(corpus, cfg, done_track_ids, separator=separator, progress=progress)
     metadata_rejects = getattr(corpus, "metadata_rejects", None)
     for reject in metadata_rejects() if callable(metadata_rejects) else ():
         reject_id = f"metadata:{reject.get('row', '?')}:{reject.get('path', '')}"
