@@ -11,6 +11,19 @@ VENV=.venv
 STAMP=$VENV/.bootstrap-stamp
 want=$(cat requirements.txt constraints.txt scripts/bootstrap.sh pyproject.toml | sha256sum | cut -c1-16)
 
+# Headless Chromium for the HTML report tests: Debian's package, driven by the playwright
+# Python package through executable_path (never `playwright install`, which downloads).
+if [[ ! -x /usr/bin/chromium ]]; then
+  if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+    echo "[bootstrap] installing chromium (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+      >/dev/null || echo "[bootstrap] warning: apt-get could not install chromium" >&2
+  else
+    echo "[bootstrap] warning: /usr/bin/chromium is missing (install Debian's chromium" \
+      "package as root); the report tests will fail without it" >&2
+  fi
+fi
+
 if [[ -f $STAMP && $(cat "$STAMP") == "$want" ]]; then
   exit 0
 fi

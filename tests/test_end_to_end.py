@@ -37,6 +37,11 @@ def test_kedro_run_produces_every_output(demo: Path):
         assert metrics["l0"] == pytest.approx(16.0)
         sae = load_sae(demo / f"data/06_models/{site}/sae.safetensors")
         assert sae.site == site and sae.dict_size == 256
+        report = demo / f"data/08_reporting/{site}/report.html"
+        assert report.stat().st_size > 1000 and "<html" in report.read_text()[:200].lower()
+        recovery = json.loads((demo / f"data/08_reporting/{site}/concept_recovery.json")
+                              .read_text())
+        assert 0.0 <= recovery["concept_recovery"] <= 1.0
     summary = pd.read_parquet(demo / "data/08_reporting/sae_summary.parquet")
     assert list(summary["site"]) == ["musicgen.l1", "musicgen.l3"]
     assert summary["ce_recovered_zero"].notna().all()

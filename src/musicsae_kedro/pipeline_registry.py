@@ -13,7 +13,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
-from musicsae_kedro.pipelines import extract, preprocess, train
+from musicsae_kedro.pipelines import extract, interpret, preprocess, train
 from musicsae_kedro.sae.sweep import expand_grid
 from musicsae_kedro.sites import ModelSites, resolve_sites
 
@@ -49,6 +49,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "preprocess": preprocess.create_pipeline(models),
         "extract": extract.create_pipeline(models),
         "train": train.create_pipeline(models, points),
+        "interpret": interpret.create_pipeline(models, points),
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

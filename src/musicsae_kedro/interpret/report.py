@@ -1,0 +1,353 @@
+"""The static HTML feature report of one site: open the file, no server, no script.
+
+Sections: the SAE's summary (explained variance, L0, dead fraction, a histogram of
+feature densities), concept recovery when the corpus has ground truth, then one card
+per feature: its best label (by CLAP margin) with its source, the other labels, CLAP
+margin, activation rate, density, maximum, and its top training clips as audio players
+with the feature's activation over each clip's time.
+
+Every piece of text is HTML-escaped (labels from an LLM are untrusted), and a
+Content-Security-Policy forbids scripts altogether, so an injected ``<script>`` can only
+ever show as text. Audio files are exported next to the page (relative links).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from musicsae_kedro.interpret.activity import TopClip
+from musicsae_kedro.interpret.clip_audio import ClipAudio, encode_audio
+from musicsae_kedro.interpret.config import ReportConfig
+from musicsae_kedro.interpret.labels import LLM_SOURCE_PREFIX, TAG_SOURCE, as_list
+from musicsae_kedro.interpret.stats_store import FeatureStats
+from musicsae_kedro.interpret.svg import histogram, line_chart
+from musicsae_kedro.preprocessing.atomic import safe_key
+
+MEDIA_DIR = "report_files"
+CSP = (
+    "default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; "
+    "img-src data:; media-src 'self' file:"
+)
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:70rem;color:#222;padding:0 1rem}
+h1{font-size:1.6rem}h2{margin-top:2rem;border-bottom:1px solid #ccc}
+table{border-collapse:collapse}
+td,th{padding:.2rem .6rem;border-bottom:1px solid #eee;text-align:left}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(21rem,1fr));gap:1rem}
+.card{border:1px solid #ccc;border-radius:6px;padding:.8rem}
+.card h3{margin:.1rem 0;font-size:1rem;color:#555}
+.label{font-size:1.15rem;font-weight:600;margin:.3rem 0;overflow-wrap:anywhere}
+.source,.note{color:#666;font-size:.85rem}.desc{font-size:.9rem;overflow-wrap:anywhere}
+.failed{color:#a33}dl{display:grid;grid-template-columns:auto auto;gap:.1rem .8rem;font-size:.85rem}
+dt{color:#666}dd{margin:0}figure{margin:.5rem 0}figcaption{font-size:.8rem;color:#555}
+audio{width:100%;height:2rem}.chart .axis{stroke:#999}
+.chart .line{fill:none;stroke:#1f5fa8;stroke-width:1.5}
+.chart .bar{fill:#1f5fa8}.chart .tick{font-size:10px;fill:#555}
+.ok{color:#176b2c}.no{color:#a33}ul.alt{padding-left:1.1rem;font-size:.85rem}
+"""
+
+
+@dataclass(frozen=True)
+class FeatureReport:
+    """The page and the files it links to (paths relative to the page's folder)."""
+
+    html: str
+    media: dict[str, bytes] = field(default_factory=dict)
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    if not math.isfinite(number):
+        return "n/a"
+    return f"{number:.{digits}g}"
+
+
+def _source_name(source: str) -> str:
+    if source == TAG_SOURCE:
+        return "tag enrichment"
+    if source.startswith(LLM_SOURCE_PREFIX):
+        return f"LLM ({source[len(LLM_SOURCE_PREFIX) :]})"
+    return source
+
+
+def best_labels(labels: pd.DataFrame) -> pd.DataFrame:
+    """One row per feature: its ``ok`` label with the best CLAP margin (tag enrichment
+    first on ties or without margins), else its first row."""
+    if labels.empty:
+        return labels
+    table = labels.copy()
+    table["_ok"] = table["status"].eq("ok")
+    table["_margin"] = table.get("clap_margin", pd.Series(np.nan, index=table.index)).fillna(
+        -np.inf
+    )
+    table["_tag"] = table["source"].eq(TAG_SOURCE)
+    table = table.sort_values(
+        ["feature", "_ok", "_margin", "_tag"], ascending=[True, False, False, False], kind="stable"
+    )
+    return table.drop_duplicates("feature").drop(columns=["_ok", "_margin", "_tag"])
+
+
+def report_features(labels: pd.DataFrame, cfg: ReportConfig) -> list[int]:
+    """The features that get a card: best CLAP margin first (unscored ones last)."""
+    best = best_labels(labels)
+    if best.empty:
+        return []
+    margin = best.get("clap_margin", pd.Series(np.nan, index=best.index)).fillna(-np.inf)
+    order = best.assign(_m=margin).sort_values(["_m", "feature"], ascending=[False, True])
+    return [int(f) for f in order["feature"].head(cfg.max_features)]
+
+
+def media_name(track_id: str, clip_index: int, audio_format: str) -> str:
+    return f"{MEDIA_DIR}/{safe_key(track_id)}_c{int(clip_index)}.{audio_format}"
+
+
+def export_clips(
+    clips: Mapping[int, Sequence[TopClip]], audio: ClipAudio, cfg: ReportConfig
+) -> dict[str, bytes]:
+    """Encode every distinct clip once (a clip shared by features is one file)."""
+    media: dict[str, bytes] = {}
+    for feature_clips in clips.values():
+        for clip in feature_clips[: cfg.clips_per_feature]:
+            name = media_name(clip.track_id, clip.clip_index, cfg.audio_format)
+            if name not in media:
+                samples = audio.clip(clip.track_id, clip.clip_index, cfg.audio_sample_rate)
+                media[name] = encode_audio(samples, cfg.audio_sample_rate, cfg.audio_format)
+    return media
+
+
+def _summary_section(
+    site: str,
+    sae_summary: Mapping[str, Any],
+    stats: FeatureStats,
+    n_candidates: int,
+    cfg: ReportConfig,
+) -> str:
+    density = np.asarray(stats.density_F, dtype=np.float64)
+    alive = density[density > 0]
+    rows = [
+        ("architecture", sae_summary.get("architecture", "n/a")),
+        ("dictionary size", stats.dict_size),
+        ("k", sae_summary.get("k", "n/a")),
+        ("explained variance (held-out)", _fmt(sae_summary.get("explained_variance"), 4)),
+        ("L0 (held-out)", _fmt(sae_summary.get("l0"), 4)),
+        ("dead fraction (held-out)", _fmt(sae_summary.get("dead_fraction"), 3)),
+        ("never firing on training tokens", f"{int((density == 0).sum())} features"),
+        (f"training {stats.unit}s / tokens", f"{stats.n_units} / {stats.n_tokens}"),
+        ("candidate features", n_candidates),
+    ]
+    table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    chart = histogram(
+        np.log10(alive) if alive.size else alive,
+        cfg.histogram_bins,
+        x_label="log10 feature density (fraction of training tokens)",
+    )
+    return (
+        f'<section id="summary"><h2>SAE summary</h2><table>{table}</table>'
+        f"<h3>Feature density</h3>{chart}"
+        '<p class="note">Density: fraction of training tokens on which a feature fires '
+        "(features that never fire are left out of the histogram).</p></section>"
+    )
+
+
+def _recovery_section(recovery: Mapping[str, Any]) -> str:
+    if not recovery.get("available"):
+        return (
+            '<section id="concepts"><h2>Concept recovery</h2><p class="note">The corpus has no '
+            "ground-truth tags of the configured concepts.</p></section>"
+        )
+    warning = (
+        ""
+        if recovery.get("fixed_caption")
+        else '<p class="failed">Tracks were conditioned on different texts: labels can reach '
+        "the activations through the text, so these numbers are inflated. Measure with "
+        "<code>preprocess.conditioning.mode: fixed</code>.</p>"
+    )
+    head = (
+        "<tr><th>concept</th><th>feature</th><th>train AUROC</th><th>held-out AUROC</th>"
+        "<th>null mean</th><th>null p95</th><th>recovered</th></tr>"
+    )
+    body = "".join(
+        f"<tr><td>{_e(r['concept'])}</td><td>{_e(r['feature'])}</td>"
+        f"<td>{_fmt(r['train_auroc'])}</td><td>{_fmt(r['heldout_auroc'])}</td>"
+        f"<td>{_fmt(r['null_mean'])}</td><td>{_fmt(r['null_p95'])}</td>"
+        + ('<td class="ok">yes</td></tr>' if r["recovered"] else '<td class="no">no</td></tr>')
+        for r in recovery.get("concepts", [])
+    )
+    return (
+        '<section id="concepts"><h2>Concept recovery</h2>'
+        f"<p><strong>{_fmt(recovery.get('concept_recovery'))}</strong> of "
+        f"{_e(recovery.get('n_concepts'))} concepts recovered (held-out AUROC &ge; "
+        f"{_fmt(recovery.get('threshold'))}); shuffled-label null: "
+        f"{_fmt(recovery.get('null_recovery_mean'))}. Mean held-out AUROC "
+        f"{_fmt(recovery.get('mean_heldout_auroc'))} (null "
+        f"{_fmt(recovery.get('null_mean_heldout_auroc'))}).</p>{warning}"
+        f"<table>{head}{body}</table></section>"
+    )
+
+
+def _label_block(row: Mapping[str, Any]) -> str:
+    source = _e(_source_name(str(row["source"])))
+    if row["status"] != "ok":
+        return (
+            f'<p class="label failed">no label</p><p class="source">{source}: '
+            f"{_e(row['status'])} {_e(row.get('error', ''))}</p>"
+        )
+    confidence = f", {_e(row['confidence'])} confidence" if row.get("confidence") else ""
+    return (
+        f'<p class="label">{_e(row["label"])}</p>'
+        f'<p class="source">from {source}{confidence}</p>'
+        f'<p class="desc">{_e(row.get("description", ""))}</p>'
+    )
+
+
+def _alternatives(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return ""
+    items = []
+    for _, row in rows.iterrows():
+        text = (
+            f"{_e(row['label'])} (margin {_fmt(row.get('clap_margin'))})"
+            if row["status"] == "ok"
+            else f'<span class="failed">{_e(row["status"])}: {_e(row.get("error", ""))}</span>'
+        )
+        items.append(f"<li>{_e(_source_name(str(row['source'])))}: {text}</li>")
+    return f'<p class="note">Other labels:</p><ul class="alt">{"".join(items)}</ul>'
+
+
+def _card(
+    feature: int,
+    labels: pd.DataFrame,
+    best: Mapping[str, Any],
+    stats: FeatureStats,
+    clips: Sequence[TopClip],
+    cfg: ReportConfig,
+) -> str:
+    others = labels[(labels["feature"] == feature) & (labels["source"] != best["source"])]
+    facts = [
+        ("CLAP margin", _fmt(best.get("clap_margin"))),
+        ("CLAP top / random", f"{_fmt(best.get('clap_top'))} / {_fmt(best.get('clap_random'))}"),
+        (f"activation rate ({stats.unit}s)", _fmt(stats.rate_F[feature])),
+        ("density (tokens)", _fmt(stats.density_F[feature])),
+        ("max activation", _fmt(stats.max_F[feature])),
+        ("evidence tracks", len(as_list(best.get("evidence_tracks")))),
+    ]
+    dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
+    figures = []
+    for clip in clips[: cfg.clips_per_feature]:
+        src = media_name(clip.track_id, clip.clip_index, cfg.audio_format)
+        chart = line_chart(
+            clip.times_s,
+            clip.values,
+            title=f"feature {feature} over clip {clip.clip_index} of {clip.track_id}",
+            x_label=f"0-{clip.times_s.max() if clip.times_s.size else 0:.1f} s, "
+            f"peak {float(clip.values.max()) if clip.values.size else 0:.3g}",
+        )
+        figures.append(
+            f'<figure><audio controls preload="metadata" src="{_e(src)}"></audio>{chart}'
+            f"<figcaption>{_e(clip.track_id)}, clip {clip.clip_index}, mean "
+            f"{_fmt(clip.mean)}</figcaption></figure>"
+        )
+    return (
+        f'<article class="card" id="feature-{feature}"><h3>Feature {feature}</h3>'
+        f"{_label_block(best)}<dl>{dl}</dl>{_alternatives(others)}{''.join(figures)}</article>"
+    )
+
+
+def render_report(
+    site: str,
+    sae_summary: Mapping[str, Any],
+    stats: FeatureStats,
+    labels: pd.DataFrame,
+    recovery: Mapping[str, Any],
+    clips: Mapping[int, Sequence[TopClip]],
+    media: Mapping[str, bytes],
+    cfg: ReportConfig,
+) -> FeatureReport:
+    """The page for ``site`` (``clips`` and ``media`` for the features that get cards)."""
+    best = best_labels(labels).set_index("feature", drop=False) if not labels.empty else labels
+    features = report_features(labels, cfg)
+    cards = [
+        _card(f, labels, best.loc[f].to_dict(), stats, clips.get(f, []), cfg) for f in features
+    ]
+    n_candidates = int(labels["feature"].nunique()) if not labels.empty else 0
+    cards_html = (
+        f'<div class="cards">{"".join(cards)}</div>'
+        if cards
+        else '<p class="note">No candidate feature: none fires on a fraction of training '
+        "units inside the configured rate window.</p>"
+    )
+    meta = json.dumps({"site": site, "features": features})
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Feature report: {_e(site)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>Feature report: {_e(site)}</h1>"
+        f'<p class="note">Labels, CLAP margins and statistics of the SAE features at this site. '
+        f"What each number means: docs/interpretation.md. Showing {len(features)} of "
+        f"{n_candidates} candidate features, best CLAP margin first.</p>"
+        f"{_summary_section(site, sae_summary, stats, n_candidates, cfg)}"
+        f"{_recovery_section(recovery)}"
+        f'<section id="features"><h2>Features</h2>{cards_html}</section>'
+        f'<footer class="note" data-report="{_e(meta)}">musicsae-kedro feature report</footer>'
+        "</body></html>"
+    )
+    missing = {
+        media_name(c.track_id, c.clip_index, cfg.audio_format)
+        for f in features
+        for c in clips.get(f, [])[: cfg.clips_per_feature]
+    } - set(media)
+    if missing:
+        raise ValueError(f"report links to clips that were not exported: {sorted(missing)[:3]}")
+    return FeatureReport(page, dict(media))
+
+
+REPORT_FILE = "report.html"
+
+
+def write_report(folder: str | Path, report: FeatureReport) -> Path:
+    """Write the media files, drop stale ones, then the page (each file atomically)."""
+    folder = Path(folder)
+    media_dir = folder / MEDIA_DIR
+    media_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in report.media.items():
+        _write_bytes_atomic(folder / name, data)
+    keep = {(folder / name).resolve() for name in report.media}
+    for path in media_dir.iterdir():
+        if path.is_file() and path.resolve() not in keep:
+            path.unlink()
+    page = folder / REPORT_FILE
+    _write_bytes_atomic(page, report.html.encode("utf-8"))
+    return page
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
