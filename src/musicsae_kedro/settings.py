@@ -21,6 +21,10 @@ from kedro.config import OmegaConfigLoader  # noqa: E402
 from musicsae_kedro.hooks import ProjectHooks  # noqa: E402
 
 HOOKS = (ProjectHooks(),)
+# Under `accelerate launch` / torchrun every process runs the hooks: only rank 0 tracks
+# the run in MLflow (several processes creating one sqlite store at once would crash).
+if int(os.environ.get("RANK", "0") or 0) > 0:
+    DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")  # dist name varies by version
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

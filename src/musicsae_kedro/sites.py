@@ -68,4 +68,8 @@ def resolve_sites(models: dict[str, Any], sites: list[dict[str, Any]]) -> list[M
 
 
 def _import_families() -> None:
-    from musicsae_kedro.models import musicgen  # noqa: F401  (registers the family)
+    from musicsae_kedro.models import (
+        musicgen,  # noqa: F401  (registers the family)
+        rave,  # noqa: F401
+        yue,  # noqa: F401
+    )

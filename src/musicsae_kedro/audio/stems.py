@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 
 StemName = Literal["instrumental", "vocals"]
 STEMS: tuple[StemName, ...] = ("instrumental", "vocals")
+#: Both stems, vocals first: what YuE reads (its stage 1 interleaves vocal and
+#: instrumental tokens). The separator then returns ``(2, C, S)``.
+STEM_PAIR = "vocals+instrumental"
+PAIR_ORDER: tuple[StemName, ...] = ("vocals", "instrumental")
 #: Bump when the stored stems would change for the same model and settings.
 CACHE_FORMAT = 1
 
@@ -307,15 +311,15 @@ class CachedStemSeparator:
     def __init__(
         self,
         cfg: SeparatorConfig,
-        stem: StemName,
+        stem: StemName | Literal["vocals+instrumental"],
         progress: bool = False,
         separator: DemucsSeparator | None = None,
     ) -> None:
-        if stem not in STEMS:
+        if stem not in (*STEMS, STEM_PAIR):
             raise MusicSAEError(
                 "parameters preprocess.clips.stem",
                 f"{stem!r} is not a stem",
-                f"use one of {', '.join(STEMS)} (or `mix` for no separation)",
+                f"use one of {', '.join(STEMS)}, {STEM_PAIR} (or `mix` for no separation)",
             )
         self.cfg = cfg
         self.stem = stem
@@ -368,4 +372,6 @@ class CachedStemSeparator:
         self, track: HasTrackId, audio_CS: np.ndarray, rate: int
     ) -> tuple[np.ndarray, int]:
         stems = self.stems(track.track_id, audio_CS, rate)
+        if self.stem == STEM_PAIR:
+            return np.stack([stems.get(name) for name in PAIR_ORDER]), stems.sample_rate
         return stems.get(self.stem), stems.sample_rate

@@ -11,7 +11,8 @@ from __future__ import annotations
 import abc
 import functools
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -95,6 +96,18 @@ class ModelConfig:
     """Weights dtype; half precision only makes sense on a GPU."""
     seed: int = 0
     """Seed for ``debug`` random weights."""
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """Family-specific settings (YuE: codec checkpoint, tokenizer, device map...), checked
+    by the family's adapter; excluded from the hash, compared for equality."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.options, Mapping):
+            raise MusicSAEError(
+                f"model {self.spec}",
+                f"`options` must be a mapping, got {type(self.options).__name__}",
+                "write `options:` as a block of key: value pairs",
+            )
+        object.__setattr__(self, "options", dict(self.options))
 
     @classmethod
     def from_dict(cls, name: str, raw: dict[str, Any]) -> ModelConfig:
@@ -166,6 +179,10 @@ class ModelAdapter(abc.ABC):
     def d_model(self) -> int:
         """Width of the residual stream at the sites."""
 
+    def site_width(self, layer: int) -> int:
+        """Width of the activations at one site (RAVE's decoder sites differ in width)."""
+        return self.d_model
+
     @abc.abstractmethod
     def encode_audio(self, audio_BS: np.ndarray) -> np.ndarray:
         """Mono clips at ``sample_rate`` -> codec tokens ``codes_BKT`` (int)."""
@@ -209,7 +226,11 @@ FAMILIES: Registry[type[ModelAdapter]] = Registry("model family")
 def load_adapter(config: ModelConfig) -> ModelAdapter:
     """Load (once per process) the adapter for ``config``."""
     # Importing the family modules registers them.
-    from musicsae_kedro.models import musicgen  # noqa: F401
+    from musicsae_kedro.models import (
+        musicgen,  # noqa: F401
+        rave,  # noqa: F401
+        yue,  # noqa: F401
+    )
 
     return FAMILIES.get(config.family)(config)
 

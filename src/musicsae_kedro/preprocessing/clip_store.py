@@ -137,23 +137,39 @@ class ClipStore:
         settings = self.settings()
         if settings is None:
             raise RuntimeError("open_for_writing must be called before commit")
-        n_clips, clip_samples = item.clips_NS.shape
-        if clip_samples != settings.clip_samples or n_clips != item.record.n_clips:
-            raise ValueError(f"clips of {item.record.track_id} have shape {item.clips_NS.shape}")
-        write_audio_atomic(
-            self.audio_path(item.record), item.clips_NS.reshape(1, -1), settings.sample_rate
+        clips = item.clips_NS
+        channels = _channels(settings)
+        expected = (item.record.n_clips, settings.clip_samples)
+        if channels > 1:
+            expected = (expected[0], channels, expected[1])
+        if clips.shape != expected:
+            raise ValueError(
+                f"clips of {item.record.track_id} have shape {clips.shape}, expected {expected}"
+            )
+        # One wav per track: clips back to back, one channel per stem.
+        audio_CS = (
+            clips.reshape(1, -1)
+            if channels == 1
+            else (clips.transpose(1, 0, 2).reshape(channels, -1))
         )
+        write_audio_atomic(self.audio_path(item.record), audio_CS, settings.sample_rate)
         append_jsonl(self.path / "tracks.jsonl", _jsonable(asdict(item.record)))
 
     def reject(self, item: TrackReject) -> None:
         append_jsonl(self.path / "rejects.jsonl", _jsonable(asdict(item)))
 
     def read_clips(self, record: TrackRecord) -> np.ndarray:
-        """The committed clips of a track: (n_clips, clip_samples) float32."""
+        """The committed clips of a track as heard: (n_clips, clip_samples) float32
+        (a stem pair is summed back into one signal)."""
+        stems_NCS = self.read_stems(record)
+        return stems_NCS[:, 0] if stems_NCS.shape[1] == 1 else stems_NCS.sum(axis=1)
+
+    def read_stems(self, record: TrackRecord) -> np.ndarray:
+        """The committed clips with one channel per stored stem: (n_clips, C, samples)."""
         settings = self.settings()
         path = self.audio_path(record)
         try:
-            audio_S, rate = sf.read(str(path), dtype="float32")
+            audio_SC, rate = sf.read(str(path), dtype="float32", always_2d=True)
         except (sf.LibsndfileError, OSError) as exc:
             raise MusicSAEError(
                 path,
@@ -161,15 +177,24 @@ class ClipStore:
                 "delete the file and its line in tracks.jsonl, then rerun "
                 "`kedro run --pipeline=preprocess`",
             ) from exc
+        channels = _channels(settings)
         expected = record.n_clips * settings.clip_samples
-        if rate != settings.sample_rate or audio_S.shape[0] != expected:
+        if rate != settings.sample_rate or audio_SC.shape != (expected, channels):
             raise MusicSAEError(
                 path,
-                f"cached clips hold {audio_S.shape[0]} samples at {rate} Hz, "
-                f"expected {expected} at {settings.sample_rate} Hz",
+                f"cached clips hold {audio_SC.shape} samples x channels "
+                f"at {rate} Hz, expected {(expected, channels)} at "
+                f"{settings.sample_rate} Hz",
                 "delete the clip store folder and rerun preprocess",
             )
-        return audio_S.reshape(record.n_clips, settings.clip_samples)
+        return audio_SC.T.reshape(channels, record.n_clips, settings.clip_samples).transpose(
+            1, 0, 2
+        )
+
+
+def _channels(settings: ClipSettings) -> int:
+    """Channels of a store's clips: one per stem of a pair, else one."""
+    return len(settings.stem.split("+"))
 
 
 def new_record(track_id: str, n_clips: int, **fields: Any) -> TrackRecord:

@@ -24,8 +24,9 @@ from musicsae_kedro.preprocessing.clip_store import (
 
 logger = logging.getLogger(__name__)
 
-Stem = Literal["mix", "instrumental", "vocals"]
-# A separator maps a whole track (channels, samples) at its own rate to the chosen stem.
+Stem = Literal["mix", "instrumental", "vocals", "vocals+instrumental"]
+# A separator maps a whole track (channels, samples) at its own rate to the chosen stem
+# (channels, samples), or to both stems (2, channels, samples) for vocals+instrumental.
 StemSeparator = Callable[[Track, np.ndarray, int], tuple[np.ndarray, int]]
 
 
@@ -42,7 +43,8 @@ class ClipConfig:
     silence_dbfs: float = -70.0
     """Tracks whose RMS is below this level are rejected as silent."""
     stem: Stem = "mix"
-    """What extraction sees: the mix, or a Demucs stem (needs a separator)."""
+    """What extraction sees: the mix, a Demucs stem, or both stems (vocals+instrumental,
+    stored as a two-channel clip: what YuE reads)."""
 
     @property
     def clip_samples(self) -> int:
@@ -63,6 +65,7 @@ class RejectTrack(Exception):
 @dataclass(frozen=True)
 class DecodedClips:
     clips_NS: np.ndarray
+    """(clips, samples), or (clips, 2, samples) for a vocals+instrumental pair."""
     source_sample_rate: int
     source_seconds: float
 
@@ -85,13 +88,16 @@ def track_clips(
                 "configure one or use `stem: mix`",
             )
         audio_CS, rate = separator(track, audio_CS, rate)
-    audio_S = resample(to_mono(audio_CS), rate, cfg.sample_rate)
-    rms = float(np.sqrt(np.mean(np.square(audio_S, dtype=np.float64))))
+    parts_PCS = audio_CS[None] if audio_CS.ndim == 2 else audio_CS  # stems stacked first
+    parts_PS = [resample(to_mono(part_CS), rate, cfg.sample_rate) for part_CS in parts_PCS]
+    mix_S = np.sum(parts_PS, axis=0)
+    rms = float(np.sqrt(np.mean(np.square(mix_S, dtype=np.float64))))
     if rms <= 10 ** (cfg.silence_dbfs / 20):
         raise RejectTrack(f"silent (RMS below {cfg.silence_dbfs:g} dBFS)")
-    clips_NS = segment(audio_S, cfg.clip_samples, cfg.max_clips_per_track)
-    if clips_NS.shape[0] == 0:
+    clips = [segment(part_S, cfg.clip_samples, cfg.max_clips_per_track) for part_S in parts_PS]
+    if clips[0].shape[0] == 0:
         raise RejectTrack(f"too short ({source_seconds:.2f} s < one {cfg.clip_seconds:g} s clip)")
+    clips_NS = clips[0] if len(clips) == 1 else np.stack(clips, axis=1)
     return DecodedClips(np.ascontiguousarray(clips_NS), source_rate, source_seconds)
 
 

@@ -14,6 +14,12 @@ from musicsae_kedro.models.base import (
     ModelConfig,
     ModelSpec,
 )
+from musicsae_kedro.models.generation import (
+    EditRows,
+    GeneratedBatch,
+    GenerationEdit,
+    GenerationSettings,
+)
 from musicsae_kedro.models.musicgen.configs import DEBUG_LAYERS
 from musicsae_kedro.models.musicgen.delay import (
     IGNORE_INDEX,
@@ -40,6 +46,12 @@ class MusicgenAdapter(ModelAdapter):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
+        if config.options:
+            raise MusicSAEError(
+                f"model {config.spec} (family musicgen)",
+                f"MusicGen takes no `options` (got {sorted(config.options)})",
+                "remove the `options` block",
+            )
         self.model, self.tokenizer = load_musicgen(config)
         self.tracer = MusicgenTracer(self.model)
         decoder_cfg = self.model.config.decoder
@@ -150,3 +162,72 @@ class MusicgenAdapter(ModelAdapter):
         ).reshape(labels_BKL.shape)
         nll_B = (nll_BKL * mask_BKL).sum(dim=(1, 2))
         return nll_B.cpu(), mask_BKL.sum(dim=(1, 2)).cpu()
+
+    # -- generation ------------------------------------------------------------------
+
+    @property
+    def samples_per_frame(self) -> int:
+        return int(np.prod(self.model.config.audio_encoder.upsampling_ratios))
+
+    @property
+    def audio_channels(self) -> int:
+        return int(self.model.config.decoder.audio_channels)
+
+    def generated_frames(self, max_new_tokens: int) -> int:
+        """Complete audio frames ``generate(max_new_tokens=...)`` returns."""
+        if max_new_tokens < 2 * self.n_codebooks - 2:
+            raise MusicSAEError(
+                f"generation max_new_tokens={max_new_tokens}",
+                f"MusicGen applies its codebook delay pattern only from "
+                f"{2 * self.n_codebooks - 2} new tokens on",
+                f"generate at least {2 * self.n_codebooks - 2} tokens",
+            )
+        return max_new_tokens - self.n_codebooks + 1
+
+    def generate(
+        self,
+        texts: list[str],
+        layers: list[int],
+        settings: GenerationSettings,
+        policy: str,
+        seed: int | None = None,
+        edit: GenerationEdit | None = None,
+        edit_layers: list[int] | None = None,
+        edit_rows: EditRows = "conditional",
+    ) -> GeneratedBatch:
+        """Generate from ``texts`` and keep the conditional rows of ``layers`` at the
+        stored positions of ``policy`` (the teacher-forced layout: position ``p`` reads
+        frame ``p - 1 - k`` of codebook ``k``, so ``frame = p - 1``).
+
+        ``edit`` (see ``GenerationEdit``) changes site outputs at every decoder run;
+        steering builds on it. Sampling draws from ``seed`` (default ``settings.seed``).
+        """
+        n_frames = self.generated_frames(settings.max_new_tokens)
+        positions = stored_positions(n_frames, self.n_codebooks, self.check_policy(policy))
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(settings.seed if seed is None else seed)
+            steps = self.tracer.generate(
+                layers,
+                settings.max_new_tokens,
+                edit=edit,
+                edit_layers=edit_layers,
+                edit_rows=edit_rows,
+                **self.text_inputs(texts),
+                do_sample=settings.do_sample,
+                guidance_scale=settings.guidance_scale,
+                top_k=settings.top_k,
+                temperature=settings.temperature,
+            )
+        # Run r reads position r - 1 (run 0 is the discarded prefill).
+        runs = torch.as_tensor(positions + 1)
+        return GeneratedBatch(
+            audio_BCS=steps.audio_BCS,
+            sample_rate=self.sample_rate,
+            acts_BRD={
+                layer: h_BRD.index_select(1, runs.to(h_BRD.device))
+                for layer, h_BRD in steps.hidden.items()
+            },
+            frames_R=position_frames(positions),
+            n_frames=n_frames,
+            n_runs=steps.n_runs,
+        )

@@ -42,9 +42,35 @@ def fit_codebooks(
     initialisation); more iterations refine it with Lloyd steps.
     """
     frames_ND = codec.encoder(audio_B1S).transpose(1, 2).reshape(-1, codec.config.hidden_size)
-    layers = codec.quantizer.layers
+    fit_codebooks_to_frames(codec, frames_ND, generator, kmeans_iters)
+
+
+@torch.no_grad()
+def encoder_frames(
+    codec: EncodecModel, audio_B1S: torch.Tensor, batch_size: int = 64
+) -> torch.Tensor:
+    """Encoder output frames of many clips, ``frames_ND``, computed ``batch_size`` clips at
+    a time (a whole corpus in one call would hold every intermediate activation)."""
+    parts = [
+        codec.encoder(audio_B1S[i : i + batch_size])
+        .transpose(1, 2)
+        .reshape(-1, codec.config.hidden_size)
+        for i in range(0, audio_B1S.shape[0], batch_size)
+    ]
+    return torch.cat(parts).float()
+
+
+@torch.no_grad()
+def fit_codebooks_to_frames(
+    codec: EncodecModel,
+    frames_ND: torch.Tensor,
+    generator: torch.Generator,
+    kmeans_iters: int = 0,
+) -> None:
+    """Fit every RVQ level's codebook to ``frames_ND``, residual by residual (see
+    ``fit_codebooks``)."""
     residual_ND = frames_ND.float()
-    for layer in layers:
+    for layer in codec.quantizer.layers:
         codebook = layer.codebook
         n_codes = codebook.embed.shape[0]
         pick = torch.randint(0, residual_ND.shape[0], (n_codes,), generator=generator)

@@ -78,3 +78,74 @@ def debug_config(
         eos_token_id=1,
     )
     return MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
+
+
+# The embedded MusicGen-architecture model trained on the synthetic corpus
+# (``embedded:musicgen-synth``): an 8 kHz EnCodec at 25 Hz (hop 320) with 4 codebooks of
+# 128 codes, and a 4-layer decoder. Same classes and save format as the real checkpoints.
+SYNTH_SAMPLE_RATE = 8000
+SYNTH_CODEBOOK_SIZE = 128
+SYNTH_ENCODEC_STRUCTURE = {
+    "sampling_rate": SYNTH_SAMPLE_RATE,
+    "audio_channels": 1,
+    "codebook_size": SYNTH_CODEBOOK_SIZE,
+    "upsampling_ratios": [8, 5, 4, 2],
+    # 4 codebooks: transformers keeps floor(1000 * bandwidth / (frame_rate * log2(size))).
+    "target_bandwidths": [0.7],
+    "normalize": False,
+    "use_causal_conv": False,
+    "use_conv_shortcut": False,
+    "pad_mode": "reflect",
+    "compress": 2,
+    "norm_type": "weight_norm",
+}
+
+
+def synth_config(
+    text_vocab_size: int,
+    n_layers: int = 4,
+    hidden: int = 128,
+    heads: int = 4,
+    dropout: float = 0.1,
+) -> MusicgenConfig:
+    """The config of the embedded synthetic-corpus MusicGen (about 1.3 M parameters).
+
+    Pad and BOS are the vocabulary size (128), outside the codes, as in the real configs.
+    """
+    decoder = MusicgenDecoderConfig(
+        **{
+            **MUSICGEN_DECODER_STRUCTURE,
+            "vocab_size": SYNTH_CODEBOOK_SIZE,
+            "pad_token_id": SYNTH_CODEBOOK_SIZE,
+            "bos_token_id": SYNTH_CODEBOOK_SIZE,
+            "decoder_start_token_id": SYNTH_CODEBOOK_SIZE,
+            "max_position_embeddings": 1024,
+        },
+        hidden_size=hidden,
+        num_hidden_layers=n_layers,
+        num_attention_heads=heads,
+        ffn_dim=4 * hidden,
+        dropout=dropout,
+        attention_dropout=dropout,
+        activation_dropout=dropout,
+    )
+    audio = EncodecConfig(
+        **SYNTH_ENCODEC_STRUCTURE,
+        hidden_size=32,
+        num_filters=8,
+        codebook_dim=32,
+        num_lstm_layers=1,
+    )
+    text = T5Config(
+        vocab_size=text_vocab_size,
+        d_model=64,
+        d_ff=128,
+        num_layers=2,
+        num_heads=4,
+        d_kv=16,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)

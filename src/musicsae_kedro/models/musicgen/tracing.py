@@ -3,15 +3,27 @@
 Decoder layer ``i`` is ``decoder.model.decoder.layers[i]``; its output is the residual
 stream after the block (a tensor in transformers 5, a tuple in older versions:
 handled once, below).
+
+Generation (transformers 5.24, checked by tests/test_generation_collection.py):
+``generate(max_new_tokens=N)`` runs the decoder ``N + 1`` times: a prefill on the BOS
+position whose result is discarded, then one run per input position ``0..N-1`` with a
+KV cache. Under classifier-free guidance (``guidance_scale > 1``) the text encoder
+states are ``[conditional; zeros]`` and the decoder ids are repeated, so decoder rows
+``[:B]`` are conditional and ``[B:]`` unconditional. The delay pattern applies only
+when ``N + 1 >= 2K - 1``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
+import numpy as np
 import torch
 from nnsight import NNsight
 from transformers import MusicgenForConditionalGeneration
+
+from musicsae_kedro.models.generation import EditRows, GeneratedSteps, GenerationEdit
 
 # An edit at a site: (layer input hidden_BLD, layer output hidden_BLD) -> new output.
 # Seeing the input lets an edit skip a layer (return the input) or replace only the
@@ -67,3 +79,70 @@ class MusicgenTracer:
                 layer.output = _replace_hidden(output, edits[index](hidden_in, _hidden(output)))
             saved["logits"] = self._envoy.output.logits.save()
         return saved["logits"]
+
+    def decoder_runs(self, max_new_tokens: int) -> int:
+        """Decoder forward passes ``generate(max_new_tokens=...)`` makes (see the module doc)."""
+        return max_new_tokens + 1
+
+    @staticmethod
+    def run_positions(n_runs: int) -> np.ndarray:
+        """Input position of each run: the discarded prefill and run 1 both read BOS."""
+        return np.maximum(np.arange(n_runs) - 1, 0)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        layers: list[int],
+        max_new_tokens: int,
+        edit: GenerationEdit | None = None,
+        edit_layers: list[int] | None = None,
+        edit_rows: EditRows = "conditional",
+        **generate_kwargs: Any,
+    ) -> GeneratedSteps:
+        """Generate, saving the outputs of ``layers`` at every decoder run.
+
+        The per-run loop is bounded by ``decoder_runs(max_new_tokens)`` (an unbounded
+        ``iter``/``all()`` never returns). Only conditional rows are saved. ``edit`` runs
+        at every run on each of ``edit_layers`` (default: ``layers``), in layer order, on
+        the conditional rows (``edit_rows: all``: every row) before the output moves on
+        (saved rows are the edited ones); it sees the run's input position.
+        """
+        batch = int(generate_kwargs["input_ids"].shape[0])
+        n_runs = self.decoder_runs(max_new_tokens)
+        positions_R = self.run_positions(n_runs)
+        hidden: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+        edited = set(layers if edit_layers is None else edit_layers) if edit else set()
+        visited = sorted(set(layers) | edited)  # nnsight needs modules in execution order
+        rows = slice(None) if edit_rows == "all" else slice(0, batch)
+        ids: list[torch.Tensor] = []
+        saved: dict[str, Any] = {}
+        with self._envoy.trace(
+            fn="generate",
+            max_new_tokens=max_new_tokens,
+            return_dict_in_generate=True,
+            **generate_kwargs,
+        ) as tracer:
+            for run in tracer.iter[:n_runs]:
+                ids.append(self._envoy.decoder.inputs[1]["input_ids"].save())
+                for index in visited:
+                    h_BLD = _hidden(self.layer(index).output)
+                    if edit is not None and index in edited:
+                        h_BLD[rows] = edit(int(positions_R[run]), index, h_BLD[rows])
+                    if index in hidden:
+                        hidden[index].append(h_BLD[:batch].clone().save())
+            saved["result"] = tracer.result.save()
+        runs_seen = len(ids)
+        if runs_seen != n_runs:
+            raise RuntimeError(
+                f"the decoder ran {runs_seen} times for max_new_tokens={max_new_tokens}, "
+                f"expected {n_runs}: this transformers version generates differently"
+            )
+        n_codebooks = self.model.decoder.num_codebooks
+        return GeneratedSteps(
+            audio_BCS=saved["result"].sequences.float().cpu().numpy(),
+            hidden={index: torch.cat(steps, dim=1) for index, steps in hidden.items()},
+            positions_R=positions_R,
+            input_ids=torch.cat(
+                [i[: batch * n_codebooks].reshape(batch, n_codebooks, -1) for i in ids], dim=-1
+            ),
+        )

@@ -1,0 +1,82 @@
+"""Generation with activation collection: settings, per-step edits and results.
+
+Family-neutral types; a family's adapter implements ``generate`` with them (MusicGen:
+``models/musicgen``). Positions follow the family's teacher-forced layout, so the rows
+of a generated clip line up with a teacher-forced pass over the generated tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+# An edit during generation: (input position, layer, hidden_BLD of the edited rows)
+# -> new hidden of the same shape. Steering adds SAE-feature edits through this hook.
+GenerationEdit = Callable[[int, int, torch.Tensor], torch.Tensor]
+EditRows = Literal["conditional", "all"]
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to sample (the ``extract.generation`` parameter block)."""
+
+    max_new_tokens: int = 256
+    """Decoder steps that produce tokens (MusicGen: frames + codebooks - 1)."""
+    guidance_scale: float = 3.0
+    """Classifier-free guidance; > 1 doubles the batch with unconditional rows, which are
+    never stored."""
+    do_sample: bool = True
+    """Sample (True) or decode greedily."""
+    top_k: int = 250
+    """Top-k sampling (MusicGen's default)."""
+    temperature: float = 1.0
+    """Sampling temperature."""
+    seed: int = 0
+    """Seed of the sampling; each batch draws from a generator seeded by this and its
+    first track, so a rerun regenerates the same audio."""
+    batch_size: int = 4
+    """Prompts generated together."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.guidance_scale <= 0 or self.temperature <= 0:
+            raise ValueError("guidance_scale and temperature must be positive")
+
+
+@dataclass
+class GeneratedSteps:
+    """Everything one generation saw, run by run (no positions policy applied)."""
+
+    audio_BCS: np.ndarray
+    """Generated waveform, float32."""
+    hidden: dict[int, torch.Tensor]
+    """``{layer: [B, R, D]}``: the conditional rows of every decoder run."""
+    positions_R: np.ndarray
+    """Input position each run processed (a run may repeat a position: see the family)."""
+    input_ids: torch.Tensor
+    """Decoder input ids of every run, conditional rows (family-specific shape)."""
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.positions_R)
+
+
+@dataclass
+class GeneratedBatch:
+    """Stored rows of a generated batch: the analogue of ``ActivationBatch``."""
+
+    audio_BCS: np.ndarray
+    sample_rate: int
+    acts_BRD: dict[int, torch.Tensor]
+    frames_R: np.ndarray
+    n_frames: int
+    """Complete audio frames generated per prompt."""
+    n_runs: int
+    """Decoder runs the generation made."""

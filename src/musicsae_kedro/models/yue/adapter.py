@@ -1,0 +1,173 @@
+"""The YuE stage-1 adapter: stems -> X-Codec tokens -> interleaved stage-1 activations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from musicsae_kedro.errors import MusicSAEError
+from musicsae_kedro.models.base import FAMILIES, ActivationBatch, ModelAdapter, ModelConfig
+from musicsae_kedro.models.yue.codec import YueCodec, load_codec
+from musicsae_kedro.models.yue.configs import XCODEC_GLOBAL_OFFSET, YueOptions
+from musicsae_kedro.models.yue.loading import (
+    layer_count,
+    load_stage1,
+    load_text_encoder,
+)
+from musicsae_kedro.models.yue.tokens import (
+    POSITIONS_POLICIES,
+    ClipSequence,
+    audio_offsets,
+    clip_sequence,
+    offset_frames,
+    pad_right,
+)
+from musicsae_kedro.models.yue.tracing import YueTracer
+
+
+@FAMILIES.register("yue")
+class YueAdapter(ModelAdapter):
+    """YuE stage 1 (``m-a-p/YuE-s1-7B-*``, a local copy, or ``debug``).
+
+    Codes are ``[B, 2, T]``: row 0 the vocal stem's, row 1 the instrumental stem's
+    X-Codec codebook-0 codes (50 Hz). The teacher-forced pass feeds YuE's own prompt
+    (genres from the clip's text, optional lyrics) and the interleaved audio tokens,
+    and stores the rows of the positions the policy names (default: positions whose
+    input token is instrumental). See ``models/yue/tokens.py`` for the layout.
+    """
+
+    family = "yue"
+    positions_policies = POSITIONS_POLICIES
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.options = YueOptions.from_dict(config.options, f"models ({config.spec}).options")
+        self.model = load_stage1(config, self.options)
+        self.tracer = YueTracer(self.model)
+        self.codec: YueCodec = load_codec(self.options.codec, config.seed, config.device)
+        self.encode_text, self.tokenizer_source = load_text_encoder(config, self.options)
+
+    @classmethod
+    def layer_count(cls, config: ModelConfig) -> int:
+        return layer_count(config)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.model.config.max_position_embeddings)
+
+    # -- codec tokens ---------------------------------------------------------------
+
+    def encode_stems(self, vocals_BS: np.ndarray, instrumental_BS: np.ndarray) -> np.ndarray:
+        """Vocal and instrumental stems of the same clips (mono, 16 kHz) -> ``codes_B2T``."""
+        vocals_BS, instrumental_BS = np.asarray(vocals_BS), np.asarray(instrumental_BS)
+        if vocals_BS.shape != instrumental_BS.shape or vocals_BS.ndim != 2:
+            raise ValueError(
+                f"stems must be [B, S] of equal shape, got {vocals_BS.shape} and "
+                f"{instrumental_BS.shape}"
+            )
+        return np.stack(
+            [self.codec.encode(vocals_BS), self.codec.encode(instrumental_BS)], axis=1
+        ).astype(np.int32)
+
+    def encode_audio(self, audio_BS: np.ndarray) -> np.ndarray:
+        """Mix clips -> ``codes_B2T``; only with ``options.stems: mix_as_instrumental``
+        (the mix as the instrumental stem beside a silent vocal stem)."""
+        if self.options.stems != "mix_as_instrumental":
+            raise MusicSAEError(
+                f"model {self.spec} (family yue)",
+                "YuE reads separate vocal and instrumental stems; the clips are a mix",
+                "preprocess with stems (vocals + instrumental) and call encode_stems, or set "
+                "`options.stems: mix_as_instrumental` to encode the mix as the instrumental "
+                "stem beside silent vocals (recorded in the provenance)",
+            )
+        audio_BS = np.asarray(audio_BS, dtype=np.float32)
+        return self.encode_stems(np.zeros_like(audio_BS), audio_BS)
+
+    # -- stage-1 inputs -------------------------------------------------------------
+
+    def rows_per_clip(self, n_frames: int, policy: str) -> int:
+        return len(audio_offsets(n_frames, self.check_policy(policy)))
+
+    def clip_sequences(
+        self,
+        codes_BKT: np.ndarray,
+        texts: Sequence[str],
+        lyrics: Sequence[str | None] | None = None,
+    ) -> list[ClipSequence]:
+        """Each clip's stage-1 input (texts are the genre tags of the prompt)."""
+        codes_BKT = np.asarray(codes_BKT)
+        if codes_BKT.ndim != 3 or codes_BKT.shape[1] != 2:
+            raise ValueError(
+                f"YuE codes must be [B, 2 (vocal, instrumental), T], got {codes_BKT.shape}"
+            )
+        lyrics = list(lyrics) if lyrics is not None else [None] * len(codes_BKT)
+        sequences = [
+            clip_sequence(self.encode_text, codes_2T, text, words)
+            for codes_2T, text, words in zip(codes_BKT, texts, lyrics, strict=True)
+        ]
+        longest = max(len(s.ids_L) for s in sequences)
+        if longest > self.max_positions:
+            raise MusicSAEError(
+                f"model {self.spec}",
+                f"a clip needs {longest} positions, more than YuE's context of "
+                f"{self.max_positions}",
+                "use shorter clips (2 tokens per 20 ms frame plus the prompt)",
+            )
+        return sequences
+
+    def layer_activations(
+        self,
+        codes_BKT: np.ndarray,
+        texts: list[str],
+        layers: list[int],
+        policy: str,
+        lyrics: Sequence[str | None] | None = None,
+    ) -> ActivationBatch:
+        offsets_R = audio_offsets(np.asarray(codes_BKT).shape[-1], self.check_policy(policy))
+        sequences = self.clip_sequences(codes_BKT, texts, lyrics)
+        ids_BL = torch.as_tensor(pad_right([s.ids_L for s in sequences]))
+        hidden = self.tracer.layer_outputs(layers, ids_BL)
+        starts_B = torch.as_tensor([s.audio_start for s in sequences])
+        index_BR = (starts_B[:, None] + torch.as_tensor(offsets_R)[None, :]).to(
+            next(iter(hidden.values())).device
+        )
+        return ActivationBatch(
+            acts_BRD={
+                layer: torch.gather(h_BLD, 1, index_BR[..., None].expand(-1, -1, h_BLD.shape[-1]))
+                for layer, h_BLD in hidden.items()
+            },
+            frames_R=offset_frames(offsets_R),
+        )
+
+    def provenance(self, policy: str) -> dict[str, str | int | float]:
+        return {
+            **super().provenance(policy),
+            "codec": self.codec.describe(),
+            "codec_frame_rate": self.codec.frame_rate,
+            "token_layout": (
+                f"<SOA> <xcodec> then X-Codec codebook 0 (+{XCODEC_GLOBAL_OFFSET}) of the vocal "
+                "and instrumental stems interleaved per frame, vocal first, <EOA>"
+            ),
+            "prompt_format": "YuE infer.py: instruction + [Genre] {text} + lyrics, "
+            "[start_of_segment] + segment",
+            "stems": (
+                "vocals + instrumental (separate stems)"
+                if self.options.stems == "separate"
+                else "mix as instrumental, silent vocals (mix_as_instrumental)"
+            ),
+            "tokenizer": self.tokenizer_source,
+        }

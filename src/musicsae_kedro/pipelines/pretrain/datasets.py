@@ -1,0 +1,59 @@
+"""Catalog datasets for the trained embedded models (thin wrappers over
+``musicsae_kedro.pretrain.artifacts``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset
+
+from musicsae_kedro.pretrain.artifacts import (
+    MusicgenBundle,
+    RaveExport,
+    load_musicgen_bundle,
+    load_rave_export,
+    save_musicgen_bundle,
+    save_rave_export,
+)
+
+
+class MusicgenBundleDataset(AbstractDataset[MusicgenBundle, MusicgenBundle]):
+    """A MusicGen save_pretrained folder with its tokenizer and ``card.json``."""
+
+    def __init__(self, *, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> MusicgenBundle:
+        return load_musicgen_bundle(self._path)
+
+    def save(self, data: MusicgenBundle) -> None:
+        save_musicgen_bundle(data, self._path)
+
+    def _exists(self) -> bool:
+        return (self._path / "config.json").exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class RaveExportDataset(AbstractDataset[RaveExport, RaveExport]):
+    """A folder with one RAVE TorchScript export ``<name>.ts`` and ``card.json``."""
+
+    def __init__(self, *, path: str, name: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self._name = name
+        self.metadata = metadata
+
+    def load(self) -> RaveExport:
+        return load_rave_export(self._path)
+
+    def save(self, data: RaveExport) -> None:
+        save_rave_export(data, self._path, self._name)
+
+    def _exists(self) -> bool:
+        return (self._path / f"{self._name}.ts").exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "name": self._name}

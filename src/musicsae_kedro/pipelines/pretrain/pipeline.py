@@ -1,0 +1,55 @@
+"""Wiring of the pretrain pipeline: corpus -> (MusicGen-synth, RAVE-synth) -> evidence.
+
+Where the weights go is the catalog's business: ``data/06_models/pretrain/`` unless
+``kedro run --pipeline=pretrain --params=pretrain_output_dir=src/musicsae_kedro/embedded``
+publishes them as the embedded models.
+"""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline, node
+
+from musicsae_kedro.pipelines.pretrain.nodes import (
+    musicgen_synth_evidence,
+    rave_synth_evidence,
+    render_pretrain_corpus,
+    train_musicgen_synth,
+    train_rave_synth,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                render_pretrain_corpus,
+                "params:pretrain",
+                "pretrain.corpus",
+                name="render_pretrain_corpus",
+            ),
+            node(
+                train_musicgen_synth,
+                ["pretrain.corpus", "params:pretrain"],
+                ["pretrain.musicgen_synth", "pretrain.musicgen_synth_metrics"],
+                name="train_musicgen_synth",
+            ),
+            node(
+                train_rave_synth,
+                ["pretrain.corpus", "params:pretrain"],
+                ["pretrain.rave_synth", "pretrain.rave_synth_metrics"],
+                name="train_rave_synth",
+            ),
+            node(
+                musicgen_synth_evidence,
+                ["pretrain.musicgen_synth", "pretrain.corpus", "params:pretrain"],
+                "pretrain.musicgen_synth_evidence",
+                name="musicgen_synth_evidence",
+            ),
+            node(
+                rave_synth_evidence,
+                ["pretrain.rave_synth", "pretrain.corpus", "params:pretrain"],
+                "pretrain.rave_synth_evidence",
+                name="rave_synth_evidence",
+            ),
+        ]
+    )
