@@ -19,7 +19,7 @@ SMALL = {
         "corpus": {
             "type": "musicsae_kedro.datasets.CorpusDataset",
             "plugin": "synthetic",
-            "options": {"n_tracks": 8, "track_seconds": 4.0, "sample_rate": 16000, "seed": 0},
+            "options": {"n_tracks": 12, "track_seconds": 4.0, "sample_rate": 8000, "seed": 0},
         },
     },
     "parameters_preprocess.yml": {

@@ -42,27 +42,56 @@ def stream_codes(
     encode = _encoder(adapter, settings.stem)
     records = {r.track_id: r for r in clips.records()}
     todo = tracks[~tracks["key"].isin(done_keys)]
+    # Clips of consecutive tracks share a batch: codecs run far slower per clip on
+    # batches of one (1.2 s vs 0.06 s per clip for the embedded MusicGen's EnCodec).
+    pending: list[tuple[TrackRecord, np.ndarray]] = []
     info: CodecInfo | None = None
-    for _, row in tqdm(
-        todo.iterrows(), total=len(todo), desc="codec tokens", unit="track", disable=not progress
-    ):
-        record: TrackRecord = records[row["track_id"]]
-        stems_NCS = clips.read_stems(record)
-        if settings.sample_rate != adapter.sample_rate:
-            stems_NCS = np.stack(
-                [
-                    [resample(c, settings.sample_rate, adapter.sample_rate) for c in clip_CS]
-                    for clip_CS in stems_NCS
-                ]
-            )
-        codes_NKT = np.concatenate(
-            [encode(stems_NCS[i : i + batch_size]) for i in range(0, len(stems_NCS), batch_size)]
+    with tqdm(total=len(todo), desc="codec tokens", unit="track", disable=not progress) as bar:
+        for _, row in todo.iterrows():
+            record: TrackRecord = records[row["track_id"]]
+            stems_NCS = clips.read_stems(record)
+            if settings.sample_rate != adapter.sample_rate:
+                stems_NCS = np.stack(
+                    [
+                        [resample(c, settings.sample_rate, adapter.sample_rate) for c in clip_CS]
+                        for clip_CS in stems_NCS
+                    ]
+                )
+            pending.append((record, stems_NCS))
+            if sum(len(p[1]) for p in pending) >= batch_size:
+                for item in _encode_tracks(pending, encode, adapter, info, batch_size):
+                    info = item.info
+                    bar.update(1)
+                    yield item
+                pending = []
+        for item in _encode_tracks(pending, encode, adapter, info, batch_size):
+            bar.update(1)
+            yield item
+
+
+def _encode_tracks(
+    pending: list[tuple[TrackRecord, np.ndarray]],
+    encode: Callable[[np.ndarray], np.ndarray],
+    adapter: ModelAdapter,
+    info: CodecInfo | None,
+    batch_size: int,
+) -> Iterator[TrackCodes]:
+    """Encode the clips of several tracks in one batch, then split them back per track."""
+    if not pending:
+        return
+    stems_NCS = np.concatenate([stems for _, stems in pending])
+    codes_NKT = np.concatenate(
+        [encode(stems_NCS[i : i + batch_size]) for i in range(0, len(stems_NCS), batch_size)]
+    )
+    info = info or CodecInfo(
+        str(adapter.spec), adapter.sample_rate, codes_NKT.shape[1], codes_NKT.shape[2]
+    )
+    start = 0
+    for record, track_NCS in pending:
+        yield TrackCodes(
+            key=record.key, codes_NKT=codes_NKT[start : start + len(track_NCS)], info=info
         )
-        if info is None:
-            info = CodecInfo(
-                str(adapter.spec), adapter.sample_rate, codes_NKT.shape[1], codes_NKT.shape[2]
-            )
-        yield TrackCodes(key=record.key, codes_NKT=codes_NKT, info=info)
+        start += len(track_NCS)
 
 
 def _encoder(adapter: ModelAdapter, stem: str) -> Callable[[np.ndarray], np.ndarray]:
