@@ -1,10 +1,12 @@
 """The SAE artifact: one ``.safetensors`` file, config in its metadata.
 
 Tensors: the dictionary_learning module's state dict in normalised space (what the
-trainer produced). Metadata (all strings): format and version, architecture,
-dictionary class, d_in, dict_size, k, normalisation scale, site, encode rule, SAE config
-JSON, code version, plus provenance: trainer config JSON, training data fingerprint and
-whatever the caller adds (e.g. the model spec).
+trainer produced, whichever engine trained it). Metadata (all strings): format and
+version, architecture, dictionary class, d_in, dict_size, k (0 for architectures without
+one: relu, jumprelu, gated), normalisation scale, site, encode rule (``topk``,
+``threshold`` or ``native``: the rule inference uses), SAE config JSON (engine and
+architecture options included), code version, plus provenance: trainer config JSON,
+training data fingerprint and whatever the caller adds (e.g. the model spec).
 
 Writes are atomic (temp file in the same folder, fsync, ``os.replace``); loads check the
 metadata against the tensors so a tampered or mismatched file fails with a clear error.
@@ -156,15 +158,15 @@ class _Header:
     provenance: dict[str, str]
 
 
-def _parse_int(path: Path, metadata: Mapping[str, str], key: str) -> int:
+def _parse_int(path: Path, metadata: Mapping[str, str], key: str, minimum: int = 1) -> int:
     try:
         value = int(metadata[key])
     except ValueError:
         raise MusicSAEError(
             path, f"metadata {key}={metadata[key]!r} is not an integer", _RETRAIN_FIX
         ) from None
-    if value < 1:
-        raise MusicSAEError(path, f"metadata {key}={value} must be >= 1", _RETRAIN_FIX)
+    if value < minimum:
+        raise MusicSAEError(path, f"metadata {key}={value} must be >= {minimum}", _RETRAIN_FIX)
     return value
 
 
@@ -195,7 +197,7 @@ def _parse_metadata(path: Path, metadata: Mapping[str, str]) -> _Header:
     architecture = ARCHITECTURES.get(name)
     d_in = _parse_int(path, metadata, "d_in")
     dict_size = _parse_int(path, metadata, "dict_size")
-    k = _parse_int(path, metadata, "k")
+    k = _parse_int(path, metadata, "k", minimum=0)  # 0: the architecture has no k
     try:
         scale = float(metadata["scale"])
     except ValueError:
@@ -285,12 +287,17 @@ def _read_artifact(path: str | Path) -> tuple[_Header, dict[str, torch.Tensor]]:
             )
         if tensors[name].is_floating_point() and not bool(torch.isfinite(tensors[name]).all()):
             raise MusicSAEError(path, f"tensor {name!r} holds inf or NaN values", _RETRAIN_FIX)
-    if "k" in tensors and int(tensors["k"]) != header.config.k:
-        raise MusicSAEError(
-            path,
-            f"tensor k={int(tensors['k'])} disagrees with metadata k={header.config.k}",
-            _RETRAIN_FIX,
-        )
+    # Constructor arguments the class also stores as buffers (k, Matryoshka's group sizes)
+    # must agree with what the metadata rebuilds the module with.
+    kwargs = header.architecture.dictionary_kwargs(header.d_in, header.dict_size, header.config)
+    for name in sorted(set(kwargs) & set(tensors)):
+        if tensors[name].tolist() != kwargs[name]:
+            raise MusicSAEError(
+                path,
+                f"tensor {name}={tensors[name].tolist()} disagrees with metadata "
+                f"{name}={kwargs[name]}",
+                _RETRAIN_FIX,
+            )
     if header.encode_rule == "threshold" and float(tensors["threshold"]) < 0:
         raise MusicSAEError(
             path,
@@ -303,8 +310,9 @@ def _read_artifact(path: str | Path) -> tuple[_Header, dict[str, torch.Tensor]]:
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
     """Load and validate an artifact written by ``save_sae``."""
     header, tensors = _read_artifact(path)
+    build_on = "meta" if header.architecture.meta_init else "cpu"
     ae = header.architecture.build_dictionary(
-        header.d_in, header.dict_size, header.config, device="meta"
+        header.d_in, header.dict_size, header.config, device=build_on
     )
     ae.load_state_dict(tensors, strict=True, assign=True)
     sae = SparseAutoencoder(

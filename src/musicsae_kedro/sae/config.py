@@ -8,6 +8,7 @@ a default.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -18,6 +19,7 @@ from typing import Any, Literal, Self
 from musicsae_kedro.errors import MusicSAEError
 
 Device = Literal["cpu", "cuda"]
+Engine = Literal["sparse", "dictionary_learning"]
 
 
 def _coerce(value: Any, annotation: Any) -> Any:
@@ -112,16 +114,36 @@ class SAEConfig(_Config):
     """What SAE to build."""
 
     architecture: str = "batch_topk"
-    """Architecture name, looked up in ``musicsae_kedro.sae.architectures.ARCHITECTURES``
-    (``"topk"`` or ``"batch_topk"``); adding an architecture is one registry entry."""
+    """Architecture name, looked up in ``musicsae_kedro.sae.architectures.ARCHITECTURES``:
+    ``topk``, ``batch_topk``, ``matryoshka_batch_topk``, ``relu`` (L1 penalty),
+    ``jumprelu`` or ``gated``; adding an architecture is one registry entry."""
 
     expansion_factor: int = 8
     """Dictionary size as a multiple of the activation width: ``dict_size = d_in * this``."""
 
     k: int = 32
-    """Active latents per token (TopK) or on average per token (BatchTopK)."""
+    """Active latents per token (``topk``) or on average per token (``batch_topk``,
+    ``matryoshka_batch_topk``). Architectures whose sparsity comes from a penalty
+    (``relu``, ``jumprelu``, ``gated``) have no k: it is ignored and stored as 0."""
+
+    engine: Engine | None = None
+    """How the SAE is trained. ``"sparse"``: decode and gradients through the active
+    latents only (``musicsae_kedro.sae.engines.sparse_topk``; ``topk`` and ``batch_topk``,
+    their default). ``"dictionary_learning"``: that library's trainer class (the only
+    engine of the other architectures). ``null`` picks the architecture's default. Both
+    write the same artifact."""
+
+    options: Mapping[str, Mapping[str, Any]] | None = None
+    """Architecture-specific hyperparameters, one section per architecture name, e.g.
+    ``{relu: {l1_penalty: 0.05}}``; see ``musicsae_kedro.sae.options``. Every section is
+    checked; only the trained architecture's is kept, with its defaults filled in (so one
+    parameter block can serve a sweep over architectures)."""
 
     def __post_init__(self) -> None:
+        # The shared type check covers scalar fields; the nested options are checked by
+        # their architectures' option classes below.
+        options = self.options
+        object.__setattr__(self, "options", None)
         self._check_types()
         # Imported here: the registry module imports this one for its type annotations.
         from musicsae_kedro.sae.architectures import ARCHITECTURES
@@ -138,7 +160,71 @@ class SAEConfig(_Config):
             "must be >= 1",
             "use a positive integer such as 8",
         )
-        self._require(self.k >= 1, "k", "must be >= 1", "use a positive integer such as 32")
+        architecture = ARCHITECTURES.get(self.architecture)
+        if architecture.uses_k:
+            self._require(self.k >= 1, "k", "must be >= 1", "use a positive integer such as 32")
+        else:
+            object.__setattr__(self, "k", 0)
+        if self.engine is None:
+            object.__setattr__(self, "engine", architecture.default_engine)
+        self._require(
+            self.engine in architecture.engines,
+            "engine",
+            f"is not available for architecture {self.architecture!r}",
+            f"use one of {sorted(architecture.engines)} or null",
+        )
+        object.__setattr__(self, "options", self._resolve_options(options, ARCHITECTURES))
+
+    def _resolve_options(self, options: Any, registry: Any) -> dict[str, dict[str, Any]]:
+        if options is None:
+            options = {}
+        if not isinstance(options, Mapping):
+            raise MusicSAEError(
+                "SAEConfig",
+                f"field 'options' = {options!r} must be a mapping of architecture name to options",
+                "write e.g. options: {relu: {l1_penalty: 0.1}}",
+            )
+        resolved: dict[str, dict[str, Any]] = {}
+        for name, section in options.items():
+            if name not in registry:
+                raise MusicSAEError(
+                    "SAEConfig",
+                    f"options section {name!r} is not an SAE architecture",
+                    f"name sections after architectures: {registry.names()}",
+                )
+            options_class = registry.get(name).options_class
+            if options_class is None:
+                if section:
+                    raise MusicSAEError(
+                        "SAEConfig",
+                        f"architecture {name!r} takes no options, got {section!r}",
+                        f"remove options.{name}",
+                    )
+                continue
+            if section is not None and not isinstance(section, Mapping):
+                raise MusicSAEError(
+                    "SAEConfig",
+                    f"options.{name} = {section!r} must be a mapping",
+                    f"write options.{name} as key: value pairs",
+                )
+            typed = options_class.from_dict(section, where=f"SAEConfig options.{name}")
+            if name == self.architecture:
+                resolved[name] = typed.to_dict()
+        active_class = registry.get(self.architecture).options_class
+        if active_class is not None and self.architecture not in resolved:
+            resolved[self.architecture] = active_class().to_dict()
+        # JSON-native values (tuples -> lists), so a config equals its JSON round trip.
+        return json.loads(json.dumps(resolved))
+
+    def architecture_options(self) -> Any:
+        """The trained architecture's typed options (``None`` if it takes none)."""
+        from musicsae_kedro.sae.architectures import ARCHITECTURES
+
+        options_class = ARCHITECTURES.get(self.architecture).options_class
+        if options_class is None:
+            return None
+        assert self.options is not None
+        return options_class.from_dict(self.options.get(self.architecture))
 
     def dict_size(self, d_in: int) -> int:
         """Number of latents for activations of width ``d_in``."""

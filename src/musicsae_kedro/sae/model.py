@@ -31,8 +31,9 @@ class SparseAutoencoder(nn.Module):
         site: The site the SAE was trained on, e.g. ``"musicgen_small.l16"``.
         config: The SAE config (architecture, expansion factor, k).
         encode_rule: ``ENCODE_RULES`` name used at inference; ``None`` lets the
-            architecture choose from the module's state (BatchTopK: ``"threshold"`` once
-            a threshold has been learned, per-token ``"topk"`` before).
+            architecture choose from the module's state (BatchTopK and Matryoshka:
+            ``"threshold"`` once a threshold has been learned, per-token ``"topk"``
+            before; ReLU, JumpReLU and gated SAEs: the class's own ``"native"`` encode).
         provenance: Extra string metadata carried into the artifact (model spec,
             trainer config JSON, training data fingerprint, ...).
     """
@@ -84,6 +85,7 @@ class SparseAutoencoder(nn.Module):
 
     @property
     def k(self) -> int:
+        """Active latents per token of the TopK family; 0 for penalty-based SAEs."""
         return self.config.k
 
     def _check_width(self, tensor: torch.Tensor, width: int, what: str) -> None:
