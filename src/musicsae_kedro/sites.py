@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.models.base import FAMILIES, ModelConfig, resolve_layers
+from musicsae_kedro.models.base import ModelConfig, family, resolve_layers
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,7 @@ def resolve_sites(models: dict[str, Any], sites: list[dict[str, Any]]) -> list[M
                 f"use one of the `models` keys: {sorted(configs)}",
             )
         config = configs[key]
-        _import_families()
-        n_layers = FAMILIES.get(config.family).layer_count(config)
+        n_layers = family(config.family).layer_count(config)
         layers = resolve_layers(entry.get("layers", "all"), n_layers, f"parameters sites[{i}]")
         by_model.setdefault(key, set()).update(layers)
     if not by_model:
@@ -65,11 +64,3 @@ def resolve_sites(models: dict[str, Any], sites: list[dict[str, Any]]) -> list[M
     return [
         ModelSites(key, configs[key], tuple(sorted(layers))) for key, layers in by_model.items()
     ]
-
-
-def _import_families() -> None:
-    from musicsae_kedro.models import (
-        musicgen,  # noqa: F401  (registers the family)
-        rave,  # noqa: F401
-        yue,  # noqa: F401
-    )

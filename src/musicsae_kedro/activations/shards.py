@@ -33,7 +33,7 @@ from musicsae_kedro.activations.store import (
     ACTS_DTYPE,
     EXTRACT_FIX,
     ActivationStore,
-    ProvenanceValue,
+    LayoutView,
     StoreLayout,
 )
 from musicsae_kedro.errors import MusicSAEError
@@ -233,7 +233,7 @@ def committed_global(index_path: Path) -> set[int]:
     return done
 
 
-class ShardedActivationStore:
+class ShardedActivationStore(LayoutView):
     """Read-only view of a split's shards in the global row order (``ActivationStore``'s
     reading API: ``read_rows``, ``iter_blocks``, ``track_slice``... so
     ``BlockShuffleReader`` and the training nodes work on it unchanged)."""
@@ -308,34 +308,6 @@ class ShardedActivationStore:
         return view
 
     # -- metadata --------------------------------------------------------------------
-
-    @property
-    def site(self) -> str:
-        return self.layout.site
-
-    @property
-    def d(self) -> int:
-        return self.layout.d
-
-    @property
-    def n_rows(self) -> int:
-        return self.layout.n_rows
-
-    @property
-    def n_tracks(self) -> int:
-        return self.layout.n_tracks
-
-    @property
-    def provenance(self) -> dict[str, ProvenanceValue]:
-        return dict(self.layout.provenance)
-
-    @property
-    def track_ids(self) -> list[str]:
-        return list(self.layout.track_ids)
-
-    @property
-    def rows_per_track(self) -> list[int]:
-        return list(self.layout.rows_per_track)
 
     @property
     def tracks(self) -> list[int]:

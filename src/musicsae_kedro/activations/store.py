@@ -529,7 +529,41 @@ class ActivationWriter:
 # --------------------------------------------------------------------------- reader
 
 
-class ActivationStore:
+class LayoutView:
+    """Read-only properties every store view derives from its ``layout``."""
+
+    layout: StoreLayout
+
+    @property
+    def site(self) -> str:
+        return self.layout.site
+
+    @property
+    def d(self) -> int:
+        return self.layout.d
+
+    @property
+    def n_rows(self) -> int:
+        return self.layout.n_rows
+
+    @property
+    def n_tracks(self) -> int:
+        return self.layout.n_tracks
+
+    @property
+    def provenance(self) -> dict[str, ProvenanceValue]:
+        return dict(self.layout.provenance)
+
+    @property
+    def track_ids(self) -> list[str]:
+        return list(self.layout.track_ids)
+
+    @property
+    def rows_per_track(self) -> list[int]:
+        return list(self.layout.rows_per_track)
+
+
+class ActivationStore(LayoutView):
     """Read-only view of one store; serves contiguous row ranges (never single rows)."""
 
     def __init__(self, path: Path, h5file: h5py.File) -> None:
@@ -585,34 +619,6 @@ class ActivationStore:
         return store
 
     # -- metadata --------------------------------------------------------------------
-
-    @property
-    def site(self) -> str:
-        return self.layout.site
-
-    @property
-    def d(self) -> int:
-        return self.layout.d
-
-    @property
-    def n_rows(self) -> int:
-        return self.layout.n_rows
-
-    @property
-    def n_tracks(self) -> int:
-        return self.layout.n_tracks
-
-    @property
-    def provenance(self) -> dict[str, ProvenanceValue]:
-        return dict(self.layout.provenance)
-
-    @property
-    def track_ids(self) -> list[str]:
-        return list(self.layout.track_ids)
-
-    @property
-    def rows_per_track(self) -> list[int]:
-        return list(self.layout.rows_per_track)
 
     @property
     def tracks(self) -> list[int]:

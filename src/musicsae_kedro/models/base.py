@@ -223,16 +223,20 @@ FAMILIES: Registry[type[ModelAdapter]] = Registry("model family")
 
 
 @functools.lru_cache(maxsize=4)
-def load_adapter(config: ModelConfig) -> ModelAdapter:
-    """Load (once per process) the adapter for ``config``."""
-    # Importing the family modules registers them.
+def family(name: str) -> type[ModelAdapter]:
+    """The adapter class of a family; importing the family modules registers them."""
     from musicsae_kedro.models import (
         musicgen,  # noqa: F401
         rave,  # noqa: F401
         yue,  # noqa: F401
     )
 
-    return FAMILIES.get(config.family)(config)
+    return FAMILIES.get(name)
+
+
+def load_adapter(config: ModelConfig) -> ModelAdapter:
+    """Load (once per process) the adapter for ``config``."""
+    return family(config.family)(config)
 
 
 def resolve_layers(layers: list[int] | str, n_layers: int, where: str) -> list[int]:

@@ -7,14 +7,12 @@ clip), and every later stage reads it from the manifest.
 from __future__ import annotations
 
 import hashlib
-import re
-import string
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
 
+from musicsae_kedro.corpora.tables import render_caption
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.preprocessing.clip_store import TrackRecord
 
@@ -49,27 +47,9 @@ class ConditioningConfig:
     """The text of ``fixed`` mode."""
 
 
-def tag_fields(tags: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """``("genre:rock", "genre:pop", "live")`` -> ``{"genre": "rock, pop", "tags": "live"}``."""
-    fields: dict[str, list[str]] = defaultdict(list)
-    for tag in tags:
-        category, sep, value = tag.partition(":")
-        if sep:
-            fields[category.strip()].append(value.strip())
-        else:
-            fields["tags"].append(tag.strip())
-    return {k: ", ".join(v) for k, v in fields.items()}
-
-
-class _Blank(dict):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
 def render_template(template: str, tags: tuple[str, ...] | list[str]) -> str:
-    text = string.Formatter().vformat(template, (), _Blank(tag_fields(tags)))
-    text = re.sub(r"\s+", " ", text).strip(" ,")
-    return text or "music"
+    """The template filled from the tags (empty fields vanish); ``music`` when empty."""
+    return render_caption(template, tags) or "music"
 
 
 def conditioning_text(record: TrackRecord, cfg: ConditioningConfig) -> str:
