@@ -27,7 +27,7 @@ from musicsae_kedro.interpret.llm import (
     validate_answer,
 )
 from musicsae_kedro.interpret.llm_cache import ResponseCache, request_key
-from musicsae_kedro.pipelines.interpret.datasets import LLMEndpointDataset
+from musicsae_kedro.datasets import LLMEndpointDataset
 from tests.interpret_data import make_world
 from tests.llm_test_server import ChatServer
 

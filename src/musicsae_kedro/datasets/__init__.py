@@ -1,18 +1,35 @@
-"""Kedro datasets over the domain library (thin: all logic lives in the library)."""
+"""Kedro datasets over the domain library (thin: all logic lives in the library).
 
-from musicsae_kedro.datasets.activations import ActivationProgressDataset, ActivationSetDataset
-from musicsae_kedro.datasets.clips import ClipProgressDataset, ClipStoreDataset
-from musicsae_kedro.datasets.codes import CodesDataset, CodesProgressDataset
-from musicsae_kedro.datasets.corpus import CorpusDataset
-from musicsae_kedro.datasets.sae import SAEDataset
+Classes load lazily (PEP 562), so a catalog naming one dataset does not import the
+dependencies of every other.
+"""
 
-__all__ = [
-    "ActivationProgressDataset",
-    "ActivationSetDataset",
-    "ClipProgressDataset",
-    "ClipStoreDataset",
-    "CodesDataset",
-    "CodesProgressDataset",
-    "CorpusDataset",
-    "SAEDataset",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULES = {
+    "ActivationProgressDataset": "activations",
+    "ActivationSetDataset": "activations",
+    "ClipProgressDataset": "clips",
+    "ClipStoreDataset": "clips",
+    "CodesDataset": "codes",
+    "CodesProgressDataset": "codes",
+    "CorpusDataset": "corpus",
+    "FeatureReportDataset": "interpret",
+    "FeatureStatsDataset": "interpret",
+    "LLMCacheDataset": "interpret",
+    "LLMEndpointDataset": "interpret",
+    "MusicgenBundleDataset": "pretrain",
+    "RaveExportDataset": "pretrain",
+    "SAEDataset": "sae",
+}
+
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
