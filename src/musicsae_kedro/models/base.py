@@ -234,6 +234,7 @@ def family(name: str) -> type[ModelAdapter]:
     return FAMILIES.get(name)
 
 
+@functools.lru_cache(maxsize=4)
 def load_adapter(config: ModelConfig) -> ModelAdapter:
     """Load (once per process) the adapter for ``config``."""
     return family(config.family)(config)
