@@ -20,13 +20,23 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 
+def _one_thread() -> None:
+    import torch
+
+    # Tests use tiny tensors: one thread is faster than two on this kind of machine and
+    # keeps results independent of the core count. Set at import too: module-scoped
+    # fixtures (cached models) are built before any function-scoped fixture runs.
+    torch.set_num_threads(1)
+
+
+_one_thread()
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     import torch
 
-    # Tests use tiny tensors: one thread is faster than two on this kind of machine and
-    # keeps results independent of the core count.
-    torch.set_num_threads(1)
+    _one_thread()
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
