@@ -39,6 +39,8 @@ _EPOCH_STREAM = 0
 _BUFFER_STREAM = 1
 
 T = TypeVar("T")
+_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
+"""Output dtypes numpy can write directly (``torch.bfloat16`` has no numpy twin)."""
 
 
 @dataclass(frozen=True)
@@ -270,11 +272,17 @@ class BlockShuffleReader:
         n_served = n_batches * self.batch_size
         # Gather and convert one batch at a time: no full shuffled float16 copy is made,
         # and the consumer gets ready tensors (all the work happens here, in the
-        # prefetch thread when there is one).
+        # prefetch thread when there is one). numpy does the copy where it can, on this
+        # thread alone: a torch op here could start a second OpenMP team that competes
+        # with the training step's threads for the same cores.
         batches_BD = torch.empty((n_served, self.store.d), dtype=self.dtype)
+        out_ND = batches_BD.numpy() if self.dtype in _NUMPY_DTYPES else None
         for first in range(0, n_served, self.batch_size):
             rows = perm_N[first : first + self.batch_size]
-            batches_BD[first : first + self.batch_size] = torch.from_numpy(raw_ND[rows])
+            if out_ND is not None:
+                out_ND[first : first + self.batch_size] = raw_ND[rows]
+            else:
+                batches_BD[first : first + self.batch_size] = torch.from_numpy(raw_ND[rows])
         carry_perm = perm_N[n_served:]
         epoch, cursor = start.epoch, start.block_cursor + len(chosen)
         if cursor >= len(blocks):

@@ -24,6 +24,7 @@ _MODULES = {
     "MusicgenBundleDataset": "pretrain",
     "RaveExportDataset": "pretrain",
     "SAEDataset": "sae",
+    "TrainingCheckpointDataset": "checkpoint",
 }
 
 __all__ = sorted(_MODULES)

@@ -40,20 +40,36 @@ def _log_metrics(metrics: dict[str, float], step: int) -> None:
 
 @contextlib.contextmanager
 def child_run(
-    name: str, params: dict[str, Any], tags: dict[str, str] | None = None
+    name: str,
+    params: dict[str, Any],
+    tags: dict[str, str] | None = None,
+    run_id: str | None = None,
 ) -> Iterator[tuple[LogFn, str | None]]:
     """A nested MLflow run under the Kedro session's run (kedro-mlflow starts that one).
 
-    Yields ``(log_fn, run_id)``. Without an active parent run (a pipeline run without
-    kedro-mlflow, e.g. in unit tests) nothing is logged and ``run_id`` is None.
+    Yields ``(log_fn, run_id)``. With ``run_id`` (a resumed training) that run is
+    continued: its params are already logged, its parent stays the Kedro run that
+    started it, and metrics continue over the same steps. A ``run_id`` the tracking
+    store does not hold (e.g. a deleted ``mlflow.db``) starts a new run instead.
+    Without an active parent run (a pipeline run without kedro-mlflow, e.g. in unit
+    tests, or a data-parallel rank > 0) nothing is logged and ``run_id`` is None.
     """
     if mlflow.active_run() is None:
         logger.info("no active MLflow run: %s is not tracked", name)
         yield (lambda metrics, step: None), None
         return
-    with mlflow.start_run(run_name=name, nested=True) as run:
+    run = None
+    if run_id:
+        try:
+            run = mlflow.start_run(run_id=run_id, nested=True, run_name=name)
+            logger.info("%s: continuing MLflow run %s", name, run_id)
+        except mlflow.exceptions.MlflowException:
+            logger.warning("MLflow run %s not found: %s starts a new run", run_id, name)
+    if run is None:
+        run = mlflow.start_run(run_name=name, nested=True)
         mlflow.log_params(flat_params(params))
         mlflow.set_tags({"site": name, **(tags or {})})
+    with run:
         yield _log_metrics, run.info.run_id
 
 

@@ -6,7 +6,7 @@ one ``.safetensors`` file that loads back into the matching dictionary_learning 
 
 from musicsae_kedro.sae.architectures import ARCHITECTURES, ENCODE_RULES, Architecture
 from musicsae_kedro.sae.artifact import load_into_dictionary_learning, load_sae, save_sae
-from musicsae_kedro.sae.config import EvalConfig, SAEConfig, TrainConfig
+from musicsae_kedro.sae.config import CheckpointConfig, EvalConfig, SAEConfig, TrainConfig
 from musicsae_kedro.sae.metrics import evaluate_sae
 from musicsae_kedro.sae.model import SparseAutoencoder
 from musicsae_kedro.sae.normalization import NormScale, estimate_scale
@@ -18,6 +18,7 @@ __all__ = [
     "EVAL_LOG_KEYS",
     "TRAIN_LOG_KEYS",
     "Architecture",
+    "CheckpointConfig",
     "EvalConfig",
     "NormScale",
     "SAEConfig",

@@ -362,3 +362,19 @@ class EvalConfig(_Config):
         self._check_types()
         for name in ("max_tokens", "dead_window_tokens"):
             self._require(getattr(self, name) >= 1, name, "must be >= 1", "use a positive integer")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig(_Config):
+    """When a training run saves its state (``train.checkpoint``). Not part of a run's
+    identity: a resumed run may checkpoint more or less often than the killed one."""
+
+    every: int | None = None
+    """Save the full training state (weights, optimizer, schedule, counters, RNG, reader
+    position) every this many completed steps, and the finished SAE at the end; ``null``
+    saves nothing and a killed run starts over."""
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        if self.every is not None:
+            self._require(self.every >= 1, "every", "must be >= 1", "use a positive integer")

@@ -12,6 +12,14 @@ Reported through ``log_fn(metrics, step)``, where ``step`` counts completed step
   trainer's own logging parameters; ``train/dead_fraction`` when the trainer counts
   tokens since each latent fired);
 - every ``eval_every`` steps and after the last step (once): ``EVAL_LOG_KEYS``.
+
+Checkpoints and resume (``sae.checkpoint``): with a ``Checkpointer`` the loop saves the
+whole training state every ``every`` steps; given a ``TrainingState`` it continues from
+it, and ends with the weights, metrics and log calls of an uninterrupted run. Both need a
+resumable batch source (``ResumableBatches``, e.g. ``BlockShuffleReader``): its
+position is part of the state. Data parallelism (``sae.parallel``): with a ``Reducer``
+over several processes, each passes its slice of every global batch and the trainer
+exchanges what one process on the global batch would compute.
 """
 
 from __future__ import annotations
@@ -20,17 +28,26 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from tqdm import tqdm
 
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.sae.architectures import ARCHITECTURES, Architecture
+from musicsae_kedro.sae.checkpoint import (
+    Checkpointer,
+    RankState,
+    TrainingState,
+    capture_rng,
+    restore_rng,
+    restore_trainer,
+)
 from musicsae_kedro.sae.config import EvalConfig, SAEConfig, TrainConfig
 from musicsae_kedro.sae.metrics import SCALAR_METRICS, evaluate_sae
 from musicsae_kedro.sae.model import SparseAutoencoder
-from musicsae_kedro.sae.normalization import estimate_scale, estimate_scale_and_replay
+from musicsae_kedro.sae.normalization import NormScale, estimate_scale, estimate_scale_and_replay
+from musicsae_kedro.sae.parallel import SINGLE, Reducer
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +58,19 @@ TRAINER_LOG_KEYS = ("train/effective_l0", "train/dead_features", "train/pre_norm
 
 TRAIN_LOG_KEYS = ("train/loss", "train/lr", *TRAINER_LOG_KEYS, "train/dead_fraction")
 EVAL_LOG_KEYS = tuple(f"eval/{name}" for name in SCALAR_METRICS)
+
+
+@runtime_checkable
+class ResumableBatches(Protocol):
+    """A deterministic batch source whose position can be saved and restored
+    (``BlockShuffleReader``, ``parallel.RankSlice``). Its batches must have exactly the
+    training (per-process) batch size."""
+
+    def __iter__(self) -> Iterator[torch.Tensor]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def rebatch(batches: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
@@ -104,12 +134,19 @@ def train_sae(
     eval_cfg: EvalConfig,
     log_fn: LogFn | None = None,
     norm_batches: Iterable[torch.Tensor] | None = None,
+    *,
+    checkpointer: Checkpointer | None = None,
+    resume: TrainingState | None = None,
+    parallel: Reducer = SINGLE,
 ) -> tuple[SparseAutoencoder, dict[str, Any]]:
     """Train one SAE on raw activations of one site.
 
     Args:
         train_batches: Raw training activations, ``[B, d_in]`` batches (re-cut to
-            ``train_cfg.batch_size``), at least ``num_steps * batch_size`` tokens.
+            ``train_cfg.batch_size``), at least ``num_steps * batch_size`` tokens. A
+            ``ResumableBatches`` source is rewound after the normalisation estimate
+            (nothing is kept in memory) and must serve batches of exactly the batch size
+            (per process with ``parallel``).
         eval_batches_fn: Returns a fresh iterable of held-out raw activations; called
             at every evaluation.
         d_in: Activation width.
@@ -118,8 +155,15 @@ def train_sae(
         sae_cfg, train_cfg, eval_cfg: What to train, how, and how to evaluate.
         log_fn: Receives ``(metrics, step)``; see the module docstring for keys.
         norm_batches: Where to estimate the normalisation scale. ``None`` uses the first
-            ``norm_tokens`` tokens of ``train_batches``, kept in memory and then trained on
-            as usual (nothing is lost; costs ``norm_tokens * d_in`` floats of memory).
+            ``norm_tokens`` tokens of ``train_batches`` (re-read from a resumable source;
+            otherwise kept in memory and then trained on as usual).
+        checkpointer: Saves the training state every ``checkpointer.every`` steps
+            (needs a resumable source).
+        resume: A state saved by a run with the same configuration and data: training
+            continues after its step (needs a resumable source).
+        parallel: The data-parallel processes (each passes its own slice of every global
+            batch; ``train_cfg.batch_size`` is the global batch). Only the sparse engine
+            trains data-parallel.
 
     Returns:
         The trained SAE (its ``provenance`` holds the model spec and the trainer, train
@@ -133,28 +177,72 @@ def train_sae(
             "set the training device to 'cpu'",
         )
     report: LogFn = log_fn if log_fn is not None else (lambda metrics, step: None)
+    resumable = isinstance(train_batches, ResumableBatches)
+    if (checkpointer is not None or resume is not None) and not resumable:
+        raise MusicSAEError(
+            site,
+            "checkpoints and resume need a batch source whose position can be saved",
+            "pass a BlockShuffleReader (or another ResumableBatches) as train_batches",
+        )
+    world = parallel.world_size
+    if train_cfg.batch_size % world:
+        raise MusicSAEError(
+            site,
+            f"batch_size {train_cfg.batch_size} does not split over {world} processes",
+            "use a batch_size that is a multiple of the number of processes",
+        )
+    local_batch = train_cfg.batch_size // world
 
-    if norm_batches is not None:
-        norm = estimate_scale(norm_batches, train_cfg.norm_tokens, site)
-        stream: Iterable[torch.Tensor] = train_batches
+    per_process = -(-train_cfg.norm_tokens // world)  # the scale combines every process's
+    if resume is not None:
+        norm = resume.norm
+    elif norm_batches is not None:
+        norm = _global_scale(estimate_scale(norm_batches, per_process, site), parallel)
+    elif resumable:
+        start_state = train_batches.state_dict()  # type: ignore[union-attr]
+        norm = _global_scale(estimate_scale(iter(train_batches), per_process, site), parallel)
+        train_batches.load_state_dict(start_state)  # type: ignore[union-attr]
     else:
-        norm, stream = estimate_scale_and_replay(train_batches, train_cfg.norm_tokens, site)
+        local, train_batches = estimate_scale_and_replay(train_batches, per_process, site)
+        norm = _global_scale(local, parallel)
 
     architecture = ARCHITECTURES.get(sae_cfg.architecture)
     trainer = architecture.build_trainer(d_in, site, model_spec, sae_cfg, train_cfg)
+    if world > 1:
+        if not hasattr(trainer, "parallel"):
+            raise MusicSAEError(
+                site,
+                f"data-parallel training ({world} processes) needs the sparse engine; "
+                f"{sae_cfg.architecture!r} with engine {sae_cfg.engine!r} has none",
+                "train topk or batch_topk with engine: sparse, or use one process",
+            )
+        trainer.parallel = parallel
+    first_step = 0
+    loss_sum, loss_steps = 0.0, 0
+    if resume is not None:
+        restore_trainer(trainer, resume.trainer, resume.source or site)
+        rank_state = _rank_state(resume, parallel)
+        restore_rng(rank_state.rng)
+        train_batches.load_state_dict(rank_state.stream)  # type: ignore[union-attr]
+        first_step = resume.step
+        loss_sum, loss_steps = float(resume.loop["loss_sum"]), int(resume.loop["loss_steps"])
+        logger.info("%s: resuming at step %d of %d", site, first_step, train_cfg.num_steps)
     device = torch.device(train_cfg.device)
     steps = train_cfg.num_steps
-    batches = rebatch(stream, train_cfg.batch_size)
+    batches = iter(train_batches) if resumable else rebatch(train_batches, local_batch)
 
     def current_sae() -> SparseAutoencoder:
         return SparseAutoencoder(trainer.ae, norm.scale, site, sae_cfg)
 
     final_metrics: dict[str, Any] = {}
-    loss_sum, loss_steps = 0.0, 0
     with tqdm(
-        total=steps, desc=f"SAE {site}", unit="step", disable=not train_cfg.progress
+        total=steps,
+        initial=first_step,
+        desc=f"SAE {site}",
+        unit="step",
+        disable=not train_cfg.progress or not parallel.is_main,
     ) as progress:
-        for step in range(steps):
+        for step in range(first_step, steps):
             batch_ND = next(batches, None)
             if batch_ND is None:
                 raise MusicSAEError(
@@ -168,6 +256,13 @@ def train_sae(
                     site,
                     f"training batch has shape {tuple(batch_ND.shape)}, expected [*, {d_in}]",
                     "check d_in matches the site's activation store",
+                )
+            if batch_ND.shape[0] != local_batch:
+                raise MusicSAEError(
+                    site,
+                    f"the resumable batch source served {batch_ND.shape[0]} rows, the "
+                    f"training batch is {local_batch}",
+                    "build the reader with the training batch size (per process)",
                 )
             x_ND = batch_ND.to(device=device, dtype=torch.float32) / norm.scale
             lr = float(trainer.optimizer.param_groups[0]["lr"])  # the rate this step uses
@@ -197,6 +292,18 @@ def train_sae(
                 report(
                     {f"eval/{name}": float(final_metrics[name]) for name in SCALAR_METRICS}, done
                 )
+            if checkpointer is not None and checkpointer.due(done, steps):
+                ranks = parallel.gather_objects(
+                    RankState(rng=capture_rng(), stream=train_batches.state_dict())  # type: ignore[union-attr]
+                )
+                loop = {"loss_sum": loss_sum, "loss_steps": float(loss_steps)}
+                checkpointer.save(
+                    checkpointer.training_state(done, norm, trainer, loop, tuple(ranks))
+                )
+    if not final_metrics:  # resumed after the last step: evaluate (nothing else to do)
+        final_metrics = _evaluate(current_sae(), eval_batches_fn, eval_cfg)
+    if resumable:
+        getattr(train_batches, "close", lambda: None)()
 
     trainer_config = {**trainer.config, "norm_factor": norm.scale, "norm_tokens": norm.tokens}
     provenance = {
@@ -218,3 +325,23 @@ def train_sae(
         final_metrics["dead_fraction"],
     )
     return sae, final_metrics
+
+
+def _global_scale(local: NormScale, parallel: Reducer) -> NormScale:
+    """The scale over every process's tokens (each estimated on its own slice)."""
+    if parallel.world_size == 1:
+        return local
+    totals = torch.tensor([local.scale**2 * local.tokens, float(local.tokens)], dtype=torch.float64)
+    sum_sq, tokens = parallel.sum_(totals).tolist()
+    return NormScale(scale=math.sqrt(sum_sq / tokens), tokens=int(tokens))
+
+
+def _rank_state(resume: TrainingState, parallel: Reducer) -> RankState:
+    if len(resume.ranks) != parallel.world_size:
+        raise MusicSAEError(
+            resume.source or "training checkpoint",
+            f"the checkpoint was written by {len(resume.ranks)} processes, this run has "
+            f"{parallel.world_size}",
+            "resume with the same number of processes, or delete the checkpoint",
+        )
+    return resume.ranks[parallel.rank]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -27,9 +28,17 @@ from musicsae_kedro.sae.ce_recovered import (
     evaluate_ce_recovered,
     mean_activation,
 )
-from musicsae_kedro.sae.config import EvalConfig, SAEConfig, TrainConfig
+from musicsae_kedro.sae.checkpoint import (
+    Checkpointer,
+    CheckpointFile,
+    FinishedSAE,
+    TrainingState,
+    plan_resume,
+)
+from musicsae_kedro.sae.config import CheckpointConfig, EvalConfig, SAEConfig, TrainConfig
 from musicsae_kedro.sae.figures import density_histogram, pareto_figure
 from musicsae_kedro.sae.model import SparseAutoencoder
+from musicsae_kedro.sae.parallel import RankSlice, current_reducer
 from musicsae_kedro.sae.sweep import SweepPoint, apply_overrides
 from musicsae_kedro.sae.train import train_sae
 from musicsae_kedro.tables import markdown_table
@@ -68,6 +77,16 @@ class ReaderConfig:
     """Read the next buffer in a background thread."""
 
 
+def sample_digest(store: ActivationStore, blocks: int = 8, rows: int = 16) -> str:
+    """SHA-256 (16 hex digits) of ``blocks`` evenly spaced runs of ``rows`` stored rows:
+    a cheap check that a store's content is the one a checkpoint was trained on."""
+    digest = hashlib.sha256()
+    for start in np.linspace(0, max(store.n_rows - rows, 0), blocks).astype(np.int64):
+        stop = min(int(start) + rows, store.n_rows)
+        digest.update(np.ascontiguousarray(store.read_rows(int(start), stop)).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def heldout_batches(store: ActivationStore, block_rows: int) -> Iterator[torch.Tensor]:
     for _, block_BD in store.iter_blocks(block_rows):
         yield torch.from_numpy(block_BD).float()
@@ -96,6 +115,7 @@ def train_site_sae(
     activations: ActivationSet,
     tracks: pd.DataFrame,
     codes: CodesStore,
+    checkpoint: CheckpointFile,
     model: dict[str, Any],
     train: dict[str, Any],
     *,
@@ -104,25 +124,27 @@ def train_site_sae(
 ) -> tuple[SparseAutoencoder, dict[str, Any]]:
     """Train the site's SAE on its training tracks, evaluate it on held-out tracks (EV,
     L0, dead fraction; CE recovered where the model supports it), and record it as a
-    nested MLflow run (params, metrics over steps, density histogram, artifact)."""
+    nested MLflow run (params, metrics over steps, density histogram, artifact).
+
+    With ``train.checkpoint.every`` the training state goes to ``checkpoint`` every that
+    many steps, with the MLflow run id: a rerun after a kill resumes from it into the same
+    MLflow run and ends with the same SAE and metrics; a rerun after a finished training
+    returns the finished SAE and summary (``sae.checkpoint.plan_resume``). Under a
+    data-parallel launcher every process trains its slice of each batch; only rank 0
+    writes the checkpoint and evaluates CE recovered (only it logs to MLflow).
+    """
     params = apply_overrides(train, point.overrides)
     sae_cfg = SAEConfig.from_dict(params.get("sae"), "train.sae")
     train_cfg = TrainConfig.from_dict(params.get("train"), "train.train")
     eval_cfg = EvalConfig.from_dict(params.get("eval"), "train.eval")
+    ckpt_cfg = CheckpointConfig.from_dict(params.get("checkpoint"), "train.checkpoint")
     reader_cfg = config_from_dict(ReaderConfig, params.get("reader"), "train.reader")
     ce_cfg = config_from_dict(CEConfig, params.get("ce"), "train.ce")
+    parallel = current_reducer(train_cfg.device)
     train_store = activations.open("train")
     heldout_store = activations.open("heldout")
     site, spec = train_store.site, str(train_store.provenance.get("model_spec", ""))
     run_name = f"{site}/{point.name}" if point.name else site
-    reader = BlockShuffleReader(
-        train_store,
-        batch_size=train_cfg.batch_size,
-        block_rows=reader_cfg.block_rows,
-        buffer_blocks=reader_cfg.buffer_blocks,
-        seed=train_cfg.seed,
-        prefetch=reader_cfg.prefetch,
-    )
     run_params = {
         "site": site,
         "point": point.name or "default",
@@ -137,13 +159,52 @@ def train_site_sae(
         "reader": asdict(reader_cfg),
         "ce": asdict(ce_cfg),
     }
+    # What the result depends on: a resume must present the same (the progress bar and
+    # the checkpoint interval are free to change).
+    identity = {
+        **run_params,
+        "train": {k: v for k, v in run_params["train"].items() if k != "progress"},
+        "processes": parallel.world_size,
+        # The fingerprint covers the layout only: re-extracted activations (other model
+        # weights, same tracks) must not resume or reuse a run trained on the old ones.
+        "data_sample": {
+            "train": sample_digest(train_store),
+            "heldout": sample_digest(heldout_store),
+        },
+    }
+    previous = checkpoint.load() if ckpt_cfg.every else None
+    action = plan_resume(previous, identity)
+    if action == "reuse":
+        assert isinstance(previous, FinishedSAE)
+        logger.info("%s: training finished before (%s); reusing its SAE", run_name, checkpoint)
+        return previous.sae(train_cfg.device), previous.summary
+    resume = previous if isinstance(previous, TrainingState) and action == "resume" else None
+    reader = BlockShuffleReader(
+        train_store,
+        batch_size=train_cfg.batch_size,
+        block_rows=reader_cfg.block_rows,
+        buffer_blocks=reader_cfg.buffer_blocks,
+        seed=train_cfg.seed,
+        prefetch=reader_cfg.prefetch,
+    )
+    source = reader if parallel.world_size == 1 else RankSlice(reader, parallel, site)
     with child_run(
         run_name,
         run_params,
         tags={"site": site, "architecture": sae_cfg.architecture, "point": point.name or "default"},
+        run_id=resume.meta.get("mlflow_run_id") if resume is not None else None,
     ) as (log_fn, run_id):
+        checkpointer = None
+        if ckpt_cfg.every:
+            checkpointer = Checkpointer(
+                checkpoint,
+                identity,
+                ckpt_cfg.every,
+                meta={"mlflow_run_id": run_id or ""},
+                writer=parallel.is_main,
+            )
         sae, metrics = train_sae(
-            iter(reader),
+            source,
             lambda: heldout_batches(heldout_store, reader_cfg.block_rows),
             d_in=train_store.d,
             site=site,
@@ -152,10 +213,17 @@ def train_site_sae(
             train_cfg=train_cfg,
             eval_cfg=eval_cfg,
             log_fn=log_fn,
+            checkpointer=checkpointer,
+            resume=resume,
+            parallel=parallel,
         )
         sae.provenance["data_fingerprint"] = train_store.fingerprint
         log_figure(density_histogram(metrics["firing_frequency"], site), "feature_density.png")
-        ce = _ce_recovered(sae, train_store, tracks, codes, model, model_key, ce_cfg)
+        ce: dict[str, float] = {}
+        if parallel.is_main:
+            ce = _ce_recovered(sae, train_store, tracks, codes, model, model_key, ce_cfg)
+        # Every process returns rank 0's summary: they all save the node's outputs.
+        ce, run_id = parallel.gather_objects((ce, run_id))[0]
         if ce:
             log_fn({f"eval/{k}": v for k, v in ce.items()}, train_cfg.num_steps)
         log_artifact_file(lambda path: save_sae(path, sae), "sae.safetensors")
@@ -178,6 +246,8 @@ def train_site_sae(
         "heldout_tokens_evaluated": int(metrics["tokens"]),
         **ce,
     }
+    if checkpointer is not None:
+        checkpointer.save(FinishedSAE.of(sae, identity, train_cfg.num_steps, summary))
     return sae, summary
 
 

@@ -27,6 +27,7 @@ def create_pipeline(models: list[ModelSites], points: list[SweepPoint]) -> Pipel
                                     "activations",
                                     "tracks",
                                     "codes",
+                                    "sae_checkpoint",
                                     f"params:models.{m.key}",
                                     "params:train",
                                 ],

@@ -28,6 +28,13 @@ decoder norms. Adam runs as torch's fused kernel where available (same arithmeti
 one pass). ``.ae`` is dictionary_learning's ``AutoEncoderTopK`` / ``BatchTopKSAE``, so
 artifacts and checkpoints are interchangeable with that library's trainers.
 
+Data parallelism (``musicsae_kedro.sae.parallel``): set ``trainer.parallel`` to a
+``Reducer`` over the processes and give each its slice of every global batch; the
+trainer then exchanges the step-0 batch (geometric median), BatchTopK's selection cut,
+the fired-latent masks, the threshold statistics, the auxiliary loss's normaliser, the
+loss and the gradients, so that every replica takes the step one process would take on
+the global batch (up to the order of floating-point sums).
+
 Deliberate differences, all in degenerate cases: an auxiliary loss that is not finite
 (a batch whose residuals are all equal) counts as 0 instead of dictionary_learning's
 ``nan_to_num`` (which turns +inf into the largest float); with ``auxk_alpha == 0`` the
@@ -47,6 +54,8 @@ from dictionary_learning.trainers.batch_top_k import BatchTopKSAE
 from dictionary_learning.trainers.top_k import AutoEncoderTopK, geometric_median
 from dictionary_learning.trainers.trainer import SAETrainer, get_lr_schedule
 from torch import nn
+
+from musicsae_kedro.sae.parallel import SINGLE, Reducer
 
 logger = logging.getLogger(__name__)
 
@@ -315,6 +324,8 @@ class SparseTopKTrainer(SAETrainer):
         self.dead_features = -1
         self.pre_norm_auxk_loss = -1.0
 
+        self.parallel: Reducer = SINGLE
+        """The data-parallel processes this trainer exchanges statistics with."""
         self._workspace = _Workspace()
         self._decoder_rows_of: tuple[int, int] | None = None
         self.optimizer = _adam(self.ae.parameters(), self.lr, torch.device(self.device))
@@ -338,7 +349,11 @@ class SparseTopKTrainer(SAETrainer):
         smallest positive selected activation (a token with none contributes +inf)."""
         active_BK = codes.vals.view(codes.tokens, self.k).clone()
         active_BK[active_BK <= 0] = float("inf")
-        return active_BK.min(dim=1).values.to(torch.float32).mean()
+        lowest_B = active_BK.min(dim=1).values.to(torch.float32)
+        if self.parallel.world_size == 1:
+            return lowest_B.mean()
+        total = self.parallel.sum_(lowest_B.sum())
+        return total / (codes.tokens * self.parallel.world_size)
 
     # -- one step ----------------------------------------------------------------------
 
@@ -384,13 +399,23 @@ class SparseTopKTrainer(SAETrainer):
         l2_aux = mean_squared_norm(residual_BD)
         self.pre_norm_auxk_loss = float(l2_aux)
         # Normalised by the residual's variance, as OpenAI's implementation does.
-        denom = mean_squared_norm(e_BD - e_BD.mean(dim=0))
+        denom = self._residual_variance(e_BD)
         loss = self.auxk_alpha * l2_aux / denom
         if not bool(torch.isfinite(loss)):
             return None
         # d loss / d reconstruction = -2 alpha (e - reconstruction) / (B denom).
         grad_recon_BD = residual_BD.mul_(-2.0 * self.auxk_alpha / (batch * float(denom)))
         return _AuxTerm(loss=loss, grad_recon_BD=grad_recon_BD, **form)
+
+    def _residual_variance(self, e_BD: torch.Tensor) -> torch.Tensor:
+        """``mean_b |e_b - mean(e)|^2`` over the (global) batch."""
+        world = self.parallel.world_size
+        if world == 1:
+            return mean_squared_norm(e_BD - e_BD.mean(dim=0))
+        tokens = e_BD.shape[0] * world
+        mean_D = self.parallel.sum_(e_BD.sum(dim=0)).div_(tokens)
+        centred = e_BD - mean_D
+        return self.parallel.sum_(torch.dot(centred.reshape(-1), centred.reshape(-1))) / tokens
 
     @staticmethod
     def _add_dense_aux_gradients(
@@ -440,8 +465,15 @@ class SparseTopKTrainer(SAETrainer):
 
         e_BD = decode_codes(codes, W_dec_FD).add_(b_dec_D)
         torch.sub(x_BD, e_BD, out=e_BD)  # x - x_hat, in place
-        self.num_tokens_since_fired += batch
-        self.num_tokens_since_fired[self.fired_latents(codes)] = 0
+        if self.parallel.world_size == 1:
+            self.num_tokens_since_fired += batch
+            self.num_tokens_since_fired[self.fired_latents(codes)] = 0
+        else:  # a latent fired if it fired in any process's slice
+            fired_F = torch.zeros(latents, dtype=torch.int32, device=x_BD.device)
+            fired_F[self.fired_latents(codes)] = 1
+            self.parallel.max_(fired_F)
+            self.num_tokens_since_fired += batch * self.parallel.world_size
+            self.num_tokens_since_fired.masked_fill_(fired_F.bool(), 0)
         loss = mean_squared_norm(e_BD)
         aux = self._auxiliary(e_BD, pre_BF, W_dec_FD)
 
@@ -511,10 +543,17 @@ class SparseTopKTrainer(SAETrainer):
     def update(self, step: int, x: torch.Tensor) -> float:
         """One training step on the batch ``x`` ``[B, activation_dim]``; returns the loss."""
         if step == 0:
-            median = geometric_median(x)
+            median = geometric_median(self.parallel.gather(x))
             self.ae.b_dec.data = median.to(self.ae.b_dec.dtype)
         x = x.to(self.device)
         loss = self.compute_gradients(step, x)
+        if self.parallel.world_size > 1:
+            self.parallel.average_gradients(self.ae.parameters())
+            # Report the global batch's values (each process's are means over its slice).
+            values = torch.tensor([loss, self.pre_norm_auxk_loss], dtype=torch.float64)
+            loss, self.pre_norm_auxk_loss = (
+                self.parallel.sum_(values) / self.parallel.world_size
+            ).tolist()
         self.apply_gradients()
         return loss
 
@@ -589,8 +628,31 @@ class SparseBatchTopKTrainer(SparseTopKTrainer):
         broken arbitrarily, as in any top-k).
         """
         batch, latents = pre_BF.shape
-        n_keep = self.k * batch
-        width = self.candidates_per_token
+        world = self.parallel.world_size
+        if world > 1:
+            return self._select_global(pre_BF, world)
+        rows, cols, vals = self._batch_top(pre_BF, self.k * batch)
+        return entries_to_codes(rows, cols, vals.clamp_(min=0), batch, latents)  # the ReLU
+
+    def _select_global(self, pre_BF: torch.Tensor, world: int) -> SparseCodes:
+        """The entries of this process's slice among the ``k x B`` largest of the global
+        batch: every process offers its own top ``k x B`` (a superset of its share), the
+        ``k x B``-th largest of all offers is the cut, and each keeps its entries at or
+        above it (positive ones: the others are 0 after the ReLU and change nothing)."""
+        batch, latents = pre_BF.shape
+        n_keep = self.k * batch * world
+        rows, cols, vals = self._batch_top(pre_BF, min(n_keep, batch * latents))
+        offers = self.parallel.gather(vals)
+        cut = offers.topk(min(n_keep, offers.numel()), sorted=False).values.min()
+        keep = (vals >= cut) & (vals > 0)
+        return entries_to_codes(rows[keep], cols[keep], vals[keep], batch, latents)
+
+    def _batch_top(
+        self, pre_BF: torch.Tensor, n_keep: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(rows, cols, values)`` of the ``n_keep`` largest entries of ``pre_BF``."""
+        batch, latents = pre_BF.shape
+        width = min(max(self.candidates_per_token, -(-n_keep // batch)), latents)
         vals_BC, cols_BC = pre_BF.topk(width, dim=1, sorted=False)
         vals, cols = vals_BC.reshape(-1), cols_BC.reshape(-1)
         rows = torch.arange(batch, device=pre_BF.device).repeat_interleave(width)
@@ -611,8 +673,7 @@ class SparseBatchTopKTrainer(SparseTopKTrainer):
             rows = torch.cat([rows[keep], short.repeat_interleave(wider)])
             width_B[short] = wider
         picked = top.indices
-        vals = top.values.clamp_(min=0)  # the ReLU
-        return entries_to_codes(rows[picked], cols[picked], vals, batch, latents)
+        return rows[picked], cols[picked], top.values
 
     def fired_latents(self, codes: SparseCodes) -> torch.Tensor:
         """Latents with a positive code somewhere in the batch (as dictionary_learning)."""
@@ -621,6 +682,10 @@ class SparseBatchTopKTrainer(SparseTopKTrainer):
     def threshold_sample(self, codes: SparseCodes) -> torch.Tensor:
         """The smallest positive selected activation of the batch (0 if none)."""
         active = codes.vals[codes.vals > 0]
-        if active.numel() == 0:
-            return torch.zeros((), dtype=torch.float32, device=codes.vals.device)
-        return active.min().to(torch.float32)
+        if self.parallel.world_size == 1:
+            if active.numel() == 0:
+                return torch.zeros((), dtype=torch.float32, device=codes.vals.device)
+            return active.min().to(torch.float32)
+        inf = torch.tensor(float("inf"), device=codes.vals.device)
+        lowest = self.parallel.min_((active.min() if active.numel() else inf).to(torch.float32))
+        return torch.zeros_like(lowest) if bool(torch.isinf(lowest)) else lowest
