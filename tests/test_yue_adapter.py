@@ -331,9 +331,12 @@ def test_kedro_extract_with_separated_stems(tmp_path):
                 "models": {"yue": yue},
                 "sites": [{"model": "yue", "layers": [1]}],
             },
-            "parameters_preprocess.yml": {"preprocess": {
-                "clips": {"stem": "vocals+instrumental"},
-                "stems": {"model": "debug", "cache_dir": "data/02_intermediate/stems"}}},
+            "parameters_preprocess.yml": {
+                "preprocess": {
+                    "clips": {"stem": "vocals+instrumental"},
+                    "stems": {"model": "debug", "cache_dir": "data/02_intermediate/stems"},
+                }
+            },
         },
     )
     for pipeline in ("preprocess", "extract"):
@@ -341,8 +344,9 @@ def test_kedro_extract_with_separated_stems(tmp_path):
         assert result.returncode == 0, result.stderr[-4000:]
     codes = np.load(next((project / "data/03_primary/codes/yue").glob("*.npy")))
     assert codes.shape[1:] == (2, 100)
-    silent = load_adapter(DEBUG).encode_stems(np.zeros((1, 32000), np.float32),
-                                              np.zeros((1, 32000), np.float32))
+    silent = load_adapter(DEBUG).encode_stems(
+        np.zeros((1, 32000), np.float32), np.zeros((1, 32000), np.float32)
+    )
     assert not np.array_equal(codes[0, 0], silent[0, 0])  # real vocal stem, not silence
     with h5py.File(project / "data/04_activations/yue.l1/train.h5") as f:
         assert int(f.attrs["complete"]) == 1

@@ -13,7 +13,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
-from musicsae_kedro.pipelines import extract, interpret, preprocess, pretrain, train
+from musicsae_kedro.pipelines import ablate, extract, interpret, preprocess, pretrain, train
 from musicsae_kedro.sae.sweep import expand_grid
 from musicsae_kedro.sites import ModelSites, resolve_sites
 
@@ -54,4 +54,6 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     # Trains the embedded models: run on purpose only, never part of the default run.
     pipelines["pretrain"] = pretrain.create_pipeline()
+    # Studies that locate sites (minutes on the demo): run on purpose, not by default.
+    pipelines["ablate"] = ablate.create_pipeline(models)
     return pipelines

@@ -24,6 +24,8 @@ _MODULES = {
     "MusicgenBundleDataset": "pretrain",
     "RaveExportDataset": "pretrain",
     "SAEDataset": "sae",
+    "StudyReportDataset": "ablate",
+    "StudyReportProgressDataset": "ablate",
     "TrainingCheckpointDataset": "checkpoint",
 }
 

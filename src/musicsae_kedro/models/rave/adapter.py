@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 
@@ -128,6 +130,16 @@ class RaveAdapter(ModelAdapter):
         ``patch_fn(acts_BCT)`` (full time resolution of that site); audio ``(B, S)``."""
         z = torch.as_tensor(np.asarray(z_BZT), dtype=torch.float32)
         audio_BS, _ = self.model.run(z, patches={self._site_index(site): patch_fn})
+        return audio_BS.numpy()
+
+    def decode_with_patches(
+        self, z_BZT: np.ndarray | torch.Tensor, patches: Mapping[int | str, PatchFn]
+    ) -> np.ndarray:
+        """Decode with several sites patched at once (``{site: patch_fn}``, as
+        ``decode_with_patch``); each patch sees the effect of the ones before it."""
+        z = torch.as_tensor(np.asarray(z_BZT), dtype=torch.float32)
+        by_index = {self._site_index(site): fn for site, fn in patches.items()}
+        audio_BS, _ = self.model.run(z, patches=by_index)
         return audio_BS.numpy()
 
     def site_activations(

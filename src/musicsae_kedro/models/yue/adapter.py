@@ -24,7 +24,12 @@ from musicsae_kedro.models.yue.tokens import (
     offset_frames,
     pad_right,
 )
-from musicsae_kedro.models.yue.tracing import YueTracer
+from musicsae_kedro.models.yue.tracing import SiteEdit, YueTracer
+
+WINDOW_LEAD = 2
+"""Positions of ``<SOA> <xcodec>`` before ``v0`` in the audio-segment window edits see."""
+HEAD_ROWS = 512
+"""Positions per language-model-head call (83968 logits per position)."""
 
 
 @FAMILIES.register("yue")
@@ -153,6 +158,93 @@ class YueAdapter(ModelAdapter):
             frames_R=offset_frames(offsets_R),
         )
 
+    # -- teacher-forced cross-entropy and edits at sites --------------------------------
+    #
+    # Prompts differ in length between clips (the genre text), so the audio of a batch
+    # starts at a different position in each sequence. Edits therefore see the
+    # *audio-segment window* of every clip, aligned across the batch:
+    # ``<SOA> <xcodec> v0 i0 ... v(T-1) i(T-1) <EOA>`` (window position 0 is <SOA>,
+    # ``WINDOW_LEAD + 2t`` is ``v_t``). The text prompt is never edited, as MusicGen's
+    # decoder-layer edits never touch its text encoder.
+
+    def window_length(self, n_frames: int) -> int:
+        """Positions of the audio-segment window of a clip of ``n_frames`` frames."""
+        return WINDOW_LEAD + 2 * int(n_frames) + 1
+
+    def site_positions(self, n_frames: int, policy: str) -> np.ndarray:
+        """Window positions of the stored rows of ``policy`` (where CE-recovered splices
+        and position-restricted edits act): ``WINDOW_LEAD + audio_offsets``."""
+        return WINDOW_LEAD + audio_offsets(n_frames, self.check_policy(policy))
+
+    @property
+    def default_ce_labels(self) -> str:
+        """Which audio tokens the CE counts by default: both stems (``all_audio``), or
+        only the instrumental one when the vocal stem is the silence that
+        ``mix_as_instrumental`` puts there (it carries no content, like delay padding)."""
+        return "all_audio" if self.options.stems == "separate" else "instrumental"
+
+    def codebook_nll(
+        self,
+        codes_BKT: np.ndarray,
+        texts: list[str],
+        edits: dict[int, SiteEdit] | None = None,
+        lyrics: Sequence[str | None] | None = None,
+        labels: str | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced cross-entropy per clip: ``(nll_sum_B, tokens_B)``.
+
+        Labels are next tokens; only audio tokens of the stems ``labels`` names count
+        (a positions-policy name: ``all_audio``, ``instrumental``, ``vocal``; default
+        ``default_ce_labels``), each predicted from the position before it. Prompt text,
+        ``<SOA>``, ``<xcodec>`` and ``<EOA>`` labels never count. The CE is over YuE's whole
+        vocabulary, as it trains. ``edits`` act on the audio-segment window (see above).
+        Sum over clips and divide for a corpus-mean CE.
+        """
+        codes_BKT = np.asarray(codes_BKT)
+        n_frames = codes_BKT.shape[-1]
+        label_offsets_R = audio_offsets(
+            n_frames, self.check_policy(labels or self.default_ce_labels)
+        )
+        sequences = self.clip_sequences(codes_BKT, texts, lyrics)
+        ids_BL = torch.as_tensor(pad_right([s.ids_L for s in sequences]))
+        starts_B = torch.as_tensor([s.audio_start for s in sequences])
+        window = self.window_length(n_frames)
+        wrapped = {
+            layer: windowed_edit(edit, starts_B - WINDOW_LEAD, window)
+            for layer, edit in (edits or {}).items()
+        }
+        hidden_BLD = self.tracer.final_hidden_with_edits(wrapped, ids_BL)
+        label_pos_BR = starts_B[:, None] + torch.as_tensor(label_offsets_R)[None, :]
+        labels_BR = torch.gather(ids_BL, 1, label_pos_BR)
+        rows_BRD = torch.gather(
+            hidden_BLD,
+            1,
+            (label_pos_BR - 1)
+            .to(hidden_BLD.device)[..., None]
+            .expand(-1, -1, hidden_BLD.shape[-1]),
+        )
+        nll_BR = self._head_nll(rows_BRD.flatten(0, 1), labels_BR.flatten()).reshape(
+            labels_BR.shape
+        )
+        tokens_B = torch.full((len(sequences),), labels_BR.shape[1], dtype=torch.long)
+        return nll_BR.sum(dim=1), tokens_B
+
+    def _head_nll(self, hidden_ND: torch.Tensor, labels_N: torch.Tensor) -> torch.Tensor:
+        """Per-row cross-entropy of the language-model head, in chunks of rows."""
+        head = self.model.get_output_embeddings()
+        hidden_ND = hidden_ND.to(head.weight.device)
+        labels_N = labels_N.to(head.weight.device)
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(hidden_ND), HEAD_ROWS):
+                logits_NV = head(hidden_ND[start : start + HEAD_ROWS]).float()
+                parts.append(
+                    torch.nn.functional.cross_entropy(
+                        logits_NV, labels_N[start : start + HEAD_ROWS], reduction="none"
+                    )
+                )
+        return torch.cat(parts).cpu()
+
     def provenance(self, policy: str) -> dict[str, str | int | float]:
         return {
             **super().provenance(policy),
@@ -171,3 +263,24 @@ class YueAdapter(ModelAdapter):
             ),
             "tokenizer": self.tokenizer_source,
         }
+
+
+def windowed_edit(edit: SiteEdit, window_starts_B: torch.Tensor, length: int) -> SiteEdit:
+    """A whole-sequence edit that shows ``edit`` each clip's audio-segment window
+    (``length`` positions from ``window_starts_B``) and writes its result back."""
+
+    def full(hidden_in_BLD: torch.Tensor, hidden_out_BLD: torch.Tensor) -> torch.Tensor:
+        positions_BW = window_starts_B[:, None] + torch.arange(length)[None, :]
+        index_BWD = positions_BW.to(hidden_out_BLD.device)[..., None].expand(
+            -1, -1, hidden_out_BLD.shape[-1]
+        )
+        window_out_BWD = torch.gather(hidden_out_BLD, 1, index_BWD)
+        edited_BWD = edit(torch.gather(hidden_in_BLD, 1, index_BWD), window_out_BWD)
+        if edited_BWD.shape != window_out_BWD.shape:
+            raise ValueError(
+                f"an edit returned shape {tuple(edited_BWD.shape)} for a window of "
+                f"{tuple(window_out_BWD.shape)}"
+            )
+        return hidden_out_BLD.scatter(1, index_BWD, edited_BWD.to(hidden_out_BLD.dtype))
+
+    return full
