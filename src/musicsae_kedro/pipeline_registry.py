@@ -13,7 +13,15 @@ from kedro.config import OmegaConfigLoader
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
-from musicsae_kedro.pipelines import ablate, extract, interpret, preprocess, pretrain, train
+from musicsae_kedro.pipelines import (
+    ablate,
+    extract,
+    interpret,
+    intervene,
+    preprocess,
+    pretrain,
+    train,
+)
 from musicsae_kedro.sae.sweep import expand_grid
 from musicsae_kedro.sites import ModelSites, resolve_sites
 
@@ -50,6 +58,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "extract": extract.create_pipeline(models),
         "train": train.create_pipeline(models, points),
         "interpret": interpret.create_pipeline(models, points),
+        "intervene": intervene.create_pipeline(models, params.get("intervene")),
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     # Trains the embedded models: run on purpose only, never part of the default run.

@@ -19,6 +19,8 @@ _MODULES = {
     "CorpusDataset": "corpus",
     "FeatureReportDataset": "interpret",
     "FeatureStatsDataset": "interpret",
+    "InterventionProgressDataset": "intervene",
+    "InterventionStoreDataset": "intervene",
     "LLMCacheDataset": "interpret",
     "LLMEndpointDataset": "interpret",
     "MusicgenBundleDataset": "pretrain",

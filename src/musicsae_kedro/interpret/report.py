@@ -16,8 +16,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,7 @@ from musicsae_kedro.interpret.config import ReportConfig
 from musicsae_kedro.interpret.labels import LLM_SOURCE_PREFIX, TAG_SOURCE, as_list
 from musicsae_kedro.interpret.stats_store import FeatureStats
 from musicsae_kedro.interpret.svg import histogram, line_chart
-from musicsae_kedro.preprocessing.atomic import safe_key
+from musicsae_kedro.preprocessing.atomic import safe_key, write_bytes_atomic
 
 MEDIA_DIR = "report_files"
 CSP = (
@@ -271,6 +269,19 @@ def _card(
     )
 
 
+def _intervention_link() -> str:
+    """Where the intervene pipeline (after this report, in the default run) puts the
+    steering results of a site listed in ``intervene.interventions``."""
+    return (
+        '<section id="interventions"><h2>Steering</h2><p class="note">Steering results, when '
+        "the intervene pipeline has run for this site: "
+        '<a href="intervene/effects.md">intervene/effects.md</a> (effects table) and the '
+        'generated audio in <a href="intervene/">intervene/</a>; all sites together with a '
+        "figure: data/08_reporting/intervention_effects.{md,png} (docs/intervention.md).</p>"
+        "</section>"
+    )
+
+
 def render_report(
     site: str,
     sae_summary: Mapping[str, Any],
@@ -306,6 +317,7 @@ def render_report(
         f"{n_candidates} candidate features, best CLAP margin first.</p>"
         f"{_summary_section(site, sae_summary, stats, n_candidates, cfg)}"
         f"{_recovery_section(recovery)}"
+        f"{_intervention_link()}"
         f'<section id="features"><h2>Features</h2>{cards_html}</section>'
         f'<footer class="note" data-report="{_e(meta)}">musicsae-kedro feature report</footer>'
         "</body></html>"
@@ -329,25 +341,11 @@ def write_report(folder: str | Path, report: FeatureReport) -> Path:
     media_dir = folder / MEDIA_DIR
     media_dir.mkdir(parents=True, exist_ok=True)
     for name, data in report.media.items():
-        _write_bytes_atomic(folder / name, data)
+        write_bytes_atomic(folder / name, data)
     keep = {(folder / name).resolve() for name in report.media}
     for path in media_dir.iterdir():
         if path.is_file() and path.resolve() not in keep:
             path.unlink()
     page = folder / REPORT_FILE
-    _write_bytes_atomic(page, report.html.encode("utf-8"))
+    write_bytes_atomic(page, report.html.encode("utf-8"))
     return page
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

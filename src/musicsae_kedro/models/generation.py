@@ -62,6 +62,11 @@ class GeneratedSteps:
     """Input position each run processed (a run may repeat a position: see the family)."""
     input_ids: torch.Tensor
     """Decoder input ids of every run, conditional rows (family-specific shape)."""
+    tokens: torch.Tensor | None = None
+    """Every token the generation sampled, conditional rows, the start token first
+    (family-specific shape: MusicGen ``[B, K, 1 + max_new_tokens]`` as sampled, before
+    the delay pattern masks padding positions); it ends with the last sampled token,
+    which no run reads as input."""
 
     @property
     def n_runs(self) -> int:
@@ -80,3 +85,6 @@ class GeneratedBatch:
     """Complete audio frames generated per prompt."""
     n_runs: int
     """Decoder runs the generation made."""
+    codes_BKT: np.ndarray | None = None
+    """The generated codec tokens (int64, delay pattern undone): decoding them gives
+    ``audio_BCS``; a teacher-forced pass over them re-measures what was generated."""

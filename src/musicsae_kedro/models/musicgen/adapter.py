@@ -32,6 +32,15 @@ from musicsae_kedro.models.musicgen.loading import load_musicgen
 from musicsae_kedro.models.musicgen.tracing import MusicgenTracer, SiteEdit
 
 
+def undelay(tokens_BKL: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """Generated tokens (BOS first, delay pattern applied) -> codes ``[B, K, n_frames]``:
+    frame ``t`` of codebook ``k`` sits at sequence position ``t + k + 1``."""
+    n_codebooks = tokens_BKL.shape[1]
+    return torch.stack(
+        [tokens_BKL[:, k, k + 1 : k + 1 + n_frames] for k in range(n_codebooks)], dim=1
+    )
+
+
 @FAMILIES.register("musicgen")
 class MusicgenAdapter(ModelAdapter):
     """``facebook/musicgen-*`` (mono), embedded MusicGen-architecture models, ``debug``.
@@ -230,4 +239,5 @@ class MusicgenAdapter(ModelAdapter):
             frames_R=position_frames(positions),
             n_frames=n_frames,
             n_runs=steps.n_runs,
+            codes_BKT=undelay(steps.tokens, n_frames).cpu().numpy(),
         )

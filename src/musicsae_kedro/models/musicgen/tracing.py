@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from nnsight import NNsight
 from transformers import MusicgenForConditionalGeneration
+from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 
 from musicsae_kedro.models.generation import EditRows, GeneratedSteps, GenerationEdit
 
@@ -37,6 +38,22 @@ def _hidden(output: torch.Tensor | tuple) -> torch.Tensor:
 
 def _replace_hidden(output: torch.Tensor | tuple, hidden: torch.Tensor) -> torch.Tensor | tuple:
     return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+class _TokenRecorder(StoppingCriteria):
+    """A stopping criterion that never stops: it keeps the token ids after each step.
+
+    ``generate`` returns the waveform only, and MusicGen's ``generate`` does not hand its
+    ``streamer`` to the sampling loop (transformers 5.24); stopping criteria see the
+    whole sequence, the last sampled token included (no decoder run reads that one).
+    """
+
+    def __init__(self) -> None:
+        self.last: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        self.last = input_ids.detach()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 class MusicgenTracer:
@@ -116,10 +133,12 @@ class MusicgenTracer:
         rows = slice(None) if edit_rows == "all" else slice(0, batch)
         ids: list[torch.Tensor] = []
         saved: dict[str, Any] = {}
+        recorder = _TokenRecorder()
         with self._envoy.trace(
             fn="generate",
             max_new_tokens=max_new_tokens,
             return_dict_in_generate=True,
+            stopping_criteria=StoppingCriteriaList([recorder]),
             **generate_kwargs,
         ) as tracer:
             for run in tracer.iter[:n_runs]:
@@ -138,6 +157,9 @@ class MusicgenTracer:
                 f"expected {n_runs}: this transformers version generates differently"
             )
         n_codebooks = self.model.decoder.num_codebooks
+        if recorder.last is None:
+            raise RuntimeError("generate ran no sampling step: no tokens to return")
+        tokens = recorder.last.cpu()
         return GeneratedSteps(
             audio_BCS=saved["result"].sequences.float().cpu().numpy(),
             hidden={index: torch.cat(steps, dim=1) for index, steps in hidden.items()},
@@ -145,4 +167,5 @@ class MusicgenTracer:
             input_ids=torch.cat(
                 [i[: batch * n_codebooks].reshape(batch, n_codebooks, -1) for i in ids], dim=-1
             ),
+            tokens=tokens[: batch * n_codebooks].reshape(batch, n_codebooks, -1),
         )
