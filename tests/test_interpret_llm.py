@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from musicsae_kedro.datasets import LLMEndpointDataset
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.interpret.activity import TopClip
 from musicsae_kedro.interpret.clip_audio import ClipAudio, encode_audio
@@ -27,7 +28,6 @@ from musicsae_kedro.interpret.llm import (
     validate_answer,
 )
 from musicsae_kedro.interpret.llm_cache import ResponseCache, request_key
-from musicsae_kedro.datasets import LLMEndpointDataset
 from tests.interpret_data import make_world
 from tests.llm_test_server import ChatServer
 

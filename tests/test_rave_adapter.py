@@ -180,21 +180,22 @@ def test_unsupported_decoder_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("files", "match"),
+    ("files", "trusted", "match"),
     [
-        ({}, "neither a TorchScript export"),
-        ({"a.ts": b"", "b.ts": b""}, "several TorchScript exports"),
-        ({"config.gin": b"", "last.ckpt": b""}, "acids-rave is not importable"),
-        ({"broken.ts": b"not a zip"}, "cannot load the TorchScript export"),
+        ({}, False, "neither a TorchScript export"),
+        ({"a.ts": b"", "b.ts": b""}, False, "several TorchScript exports"),
+        ({"config.gin": b"", "last.ckpt": b""}, False, "pickled checkpoint"),
+        ({"config.gin": b"", "last.ckpt": b""}, True, "acids-rave is not importable"),
+        ({"broken.ts": b"not a zip"}, False, "cannot load the TorchScript export"),
     ],
 )
-def test_bad_model_directories_are_clear_errors(tmp_path, files, match):
+def test_bad_model_directories_are_clear_errors(tmp_path, files, trusted, match):
     folder = tmp_path / "model"
     folder.mkdir()
     for name, content in files.items():
         (folder / name).write_bytes(content)
     with pytest.raises(MusicSAEError, match=match):
-        load_rave(str(folder), 0)
+        load_rave(str(folder), 0, trusted)
 
 
 def test_hub_spec_names_the_fix():

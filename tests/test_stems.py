@@ -175,7 +175,9 @@ def test_local_model_files_load_back(tmp_path: Path) -> None:
         "state": reference.state_dict(),
     }
     torch.save(package, tmp_path / "955717e8-8726e21a.th")  # demucs's own package format
-    single, label = load_separator_model(str(tmp_path / "955717e8-8726e21a.th"))
+    with pytest.raises(MusicSAEError, match="pickle"):
+        load_separator_model(str(tmp_path / "955717e8-8726e21a.th"))
+    single, label = load_separator_model(str(tmp_path / "955717e8-8726e21a.th"), trusted=True)
     assert label == "955717e8-8726e21a"
     for (name, a), (_, b) in zip(single.state_dict().items(), reference.state_dict().items()):
         assert torch.equal(a, b), name

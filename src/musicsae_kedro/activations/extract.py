@@ -14,6 +14,7 @@ process streams only its share of every split into its own shard store.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import logging
@@ -283,6 +284,24 @@ def _todo(targets: Targets, committed: Mapping[int, Mapping[str, set[int]]], spl
 # --------------------------------------------------------------------------- prefetch
 
 _END = object()
+# Prefetch workers whose consumer has not closed them yet (see _stop_workers), and how
+# long exit waits for one to finish the batch in flight.
+_EXIT_JOIN_S = 300.0
+_RUNNING: set[tuple[threading.Thread, threading.Event]] = set()
+
+
+@atexit.register
+def _stop_workers() -> None:
+    """Stop and join workers a failed run left behind before the interpreter exits.
+
+    When a node fails (e.g. a store cannot be written) its generator is never closed;
+    a daemon worker still inside torch when the interpreter shuts down aborts the
+    process ("terminate called without an active exception") instead of letting it
+    exit with the error.
+    """
+    for thread, stop in list(_RUNNING):
+        stop.set()
+        thread.join(timeout=_EXIT_JOIN_S)  # a worker finishes its batch, then stops
 
 
 def prefetched(stream: Iterator[Any], depth: int = 2) -> Iterator[Any]:
@@ -295,26 +314,31 @@ def prefetched(stream: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(entry: tuple[str, Any]) -> None:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
     def work() -> None:
         try:
             for item in stream:
-                while not stop.is_set():
-                    try:
-                        items.put(("item", item), timeout=0.05)
-                        break
-                    except queue.Full:
-                        continue
+                put(("item", item))
                 if stop.is_set():
                     return
-            items.put(("end", _END))
+            put(("end", _END))
         except BaseException as exc:  # handed to the consumer, re-raised there
-            items.put(("error", exc))
+            put(("error", exc))
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
 
     thread = threading.Thread(target=work, name="extract-prefetch", daemon=True)
+    worker = (thread, stop)
+    _RUNNING.add(worker)
     thread.start()
     try:
         while True:
@@ -330,6 +354,7 @@ def prefetched(stream: Iterator[Any], depth: int = 2) -> Iterator[Any]:
             with contextlib.suppress(queue.Empty):  # unblock a worker on a full queue
                 items.get_nowait()
             thread.join(timeout=0.05)
+        _RUNNING.discard(worker)
 
 
 # --------------------------------------------------------------------------- teacher forced

@@ -151,6 +151,39 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+# HDF5's own bytes beyond the arrays (superblock, object headers, attributes, B-trees);
+# measured at about 12 KiB for a store, whatever its row count.
+_METADATA_BYTES = 32 * 1024
+
+
+def expected_file_bytes(layout: StoreLayout) -> int:
+    """An upper estimate of the size of a new store file of ``layout``."""
+    row_bytes = layout.d * ACTS_DTYPE.itemsize + 2 * INDEX_DTYPE.itemsize
+    table_bytes = sum(len(t.encode("utf-8")) + 16 + 17 for t in layout.track_ids)
+    return layout.n_rows * row_bytes + table_bytes + _METADATA_BYTES
+
+
+def _reserve(temp: Path, path: Path, n_bytes: int) -> None:
+    """Make sure the file may grow to ``n_bytes`` before HDF5 writes to it.
+
+    HDF5 cannot recover from a failed metadata write: h5py 3.16 segfaults in the flush
+    when the file hits a size limit (``ulimit -f``, a filesystem's maximum file size).
+    Extending the empty file (sparse, instant) hits the same limit as a clean OSError.
+    """
+    try:
+        with open(temp, "wb") as fh:
+            fh.truncate(n_bytes)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise MusicSAEError(
+            path,
+            f"the store file cannot grow to its {n_bytes} bytes "
+            f"({exc.strerror or exc}, errno {exc.errno})",
+            "free disk space or raise the file-size limit (`ulimit -f`, or use a filesystem "
+            f"whose maximum file size is larger), then {EXTRACT_FIX}",
+        ) from exc
+
+
 def _preallocated_dataset(
     parent: h5py.Group, name: str, shape: tuple[int, ...], dtype: np.dtype
 ) -> h5py.Dataset:
@@ -386,6 +419,7 @@ class ActivationWriter:
         if temp.exists():
             logger.info("Discarding unfinished temporary store %s", temp)
             temp.unlink()
+        _reserve(temp, path, expected_file_bytes(layout))
         with h5py.File(temp, "w") as f:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = np.int64(FORMAT_VERSION)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from musicsae_kedro.errors import MusicSAEError
+from musicsae_kedro.preprocessing.atomic import write_atomic
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -27,7 +27,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
         raise MusicSAEError(
             _printable(path),
-            f"cannot decode audio ({exc})",
+            decode_problem(path, exc),
             "re-encode it as wav/flac/ogg/mp3 or remove it",
         ) from exc
     if data_SC.shape[0] == 0:
@@ -37,6 +37,23 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
             _printable(path), "the audio holds NaN or inf samples", "re-encode the file"
         )
     return np.ascontiguousarray(data_SC.T), int(sample_rate)
+
+
+def decode_problem(path: str | Path, exc: Exception) -> str:
+    """Why ``path`` could not be decoded, in words a user can act on.
+
+    libsndfile reports an empty file as "Format not recognised" and an existing file
+    whose bytes are not mp3 as "File does not exist or is not a regular file".
+    """
+    try:
+        size = os.stat(os.fsencode(path)).st_size
+    except OSError as err:
+        return f"cannot decode audio: cannot open the file ({err.strerror})"
+    if size == 0:
+        return "cannot decode audio: the file is empty (0 bytes)"
+    if "does not exist" in str(exc):
+        return f"cannot decode audio: its {size} bytes are in no format libsndfile reads"
+    return f"cannot decode audio ({exc})"
 
 
 def _printable(path: Path) -> str:
@@ -50,22 +67,11 @@ def write_audio_atomic(path: str | Path, audio_CS: np.ndarray, sample_rate: int)
     cached clips decode to exactly the samples that were written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix.lstrip(".").upper()
     subtype = "FLOAT" if fmt == "WAV" else None
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            sf.write(
-                fh,
-                np.asarray(audio_CS, dtype=np.float32).T,
-                sample_rate,
-                format=fmt,
-                subtype=subtype,
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(
+        path,
+        lambda fh: sf.write(
+            fh, np.asarray(audio_CS, dtype=np.float32).T, sample_rate, format=fmt, subtype=subtype
+        ),
+    )

@@ -49,19 +49,26 @@ def debug_separator(seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def _load_file(path: Path) -> nn.Module:
+def _load_file(path: Path, trusted: bool) -> nn.Module:
     if path.suffix == ".safetensors":
         from demucs.hf import load_safetensors_model
 
         return load_safetensors_model(path)
     if path.suffix == ".th":
+        if not trusted:
+            raise MusicSAEError(
+                path,
+                "a Demucs .th file is a pickle, which can run arbitrary code when loaded",
+                "use the model's .safetensors export (`hf download adefossez/HTDemucs`), or, "
+                "for a local file you trust, set `preprocess.stems.trusted: true`",
+            )
         from demucs.states import load_model
 
         return load_model(path)
     raise MusicSAEError(path, "not a Demucs model file", "give a .th, .safetensors or .yaml file")
 
 
-def _load_bag(yaml_path: Path) -> nn.Module:
+def _load_bag(yaml_path: Path, trusted: bool) -> nn.Module:
     from demucs.apply import BagOfModels
 
     bag = yaml.safe_load(yaml_path.read_text())
@@ -78,30 +85,32 @@ def _load_bag(yaml_path: Path) -> nn.Module:
                 f"model {signature!r} of the bag is missing (no {signature}.safetensors or .th)",
                 "download every file of the model repository into that folder",
             )
-        models.append(_load_file(found))
+        models.append(_load_file(found, trusted))
     return BagOfModels(models, bag.get("weights"), bag.get("segment"))
 
 
-def _load_local(path: Path) -> tuple[nn.Module, str]:
+def _load_local(path: Path, trusted: bool) -> tuple[nn.Module, str]:
     if path.is_dir():
         bags = sorted(path.glob("*.yaml"))
         files = sorted([*path.glob("*.safetensors"), *path.glob("*.th")])
         if len(bags) == 1:
-            return _load_bag(bags[0]), bags[0].stem
+            return _load_bag(bags[0], trusted), bags[0].stem
         if not bags and len(files) == 1:
-            return _load_file(files[0]), files[0].stem
+            return _load_file(files[0], trusted), files[0].stem
         raise MusicSAEError(
             path,
             f"the folder holds {len(bags)} bag yaml files and {len(files)} model files",
             "name the bag's .yaml file (or the model file) itself",
         )
     if path.suffix == ".yaml":
-        return _load_bag(path), path.stem
-    return _load_file(path), path.stem
+        return _load_bag(path, trusted), path.stem
+    return _load_file(path, trusted), path.stem
 
 
-def load_separator_model(spec: str, seed: int = 0) -> tuple[nn.Module, str]:
+def load_separator_model(spec: str, seed: int = 0, trusted: bool = False) -> tuple[nn.Module, str]:
     """``(model in eval mode, short label)`` for ``debug``, a local path or a pretrained name.
+
+    ``trusted`` allows local ``.th`` files (pickles); ``.safetensors`` need no trust.
 
     Failures (offline, unknown name, bad file) raise ``MusicSAEError`` with the fix.
     """
@@ -113,7 +122,7 @@ def load_separator_model(spec: str, seed: int = 0) -> tuple[nn.Module, str]:
         if not path.exists():
             raise MusicSAEError(path, "the separator model does not exist", "fix `stems.model`")
         try:
-            model, label = _load_local(path)
+            model, label = _load_local(path, trusted)
         except MusicSAEError:
             raise
         except Exception as exc:

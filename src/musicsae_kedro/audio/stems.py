@@ -71,6 +71,9 @@ class SeparatorConfig:
     """Seed of the ``debug`` model's weights and of the shifts."""
     cache_dir: str | None = "data/02_intermediate/stems"
     """Folder of the stems cache; ``None``: separate every time, cache nothing."""
+    trusted: bool = False
+    """Allow a local Demucs ``.th`` model file: a pickle, which runs whatever code it
+    holds when loaded. ``.safetensors`` exports need no trust."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -332,7 +335,7 @@ class CachedStemSeparator:
     @property
     def separator(self) -> DemucsSeparator:
         if self._separator is None:
-            model, label = load_separator_model(self.cfg.model, self.cfg.seed)
+            model, label = load_separator_model(self.cfg.model, self.cfg.seed, self.cfg.trusted)
             self._separator = DemucsSeparator(model, self.cfg, label, self.progress)
         return self._separator
 

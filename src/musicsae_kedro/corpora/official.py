@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import soundfile as sf
 
-from musicsae_kedro.audio.io import AUDIO_EXTENSIONS, read_audio
+from musicsae_kedro.audio.io import AUDIO_EXTENSIONS, decode_problem, read_audio
 from musicsae_kedro.corpora.base import CorpusPlugin, Track
 from musicsae_kedro.corpora.hf import HFTable
 from musicsae_kedro.corpora.options import CorpusOptions, parse_options
@@ -66,9 +66,12 @@ def decode_audio(
             frames = -1 if max_seconds is None else max(1, round(max_seconds * rate))
             data_SC = sound.read(frames=frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as exc:
-        raise MusicSAEError(
-            name, f"cannot decode audio ({exc})", "re-encode it as wav/flac/ogg/mp3 or remove it"
-        ) from exc
+        problem = (
+            decode_problem(source, exc)
+            if isinstance(source, Path)
+            else f"cannot decode audio ({exc})"
+        )
+        raise MusicSAEError(name, problem, "re-encode it as wav/flac/ogg/mp3 or remove it") from exc
     if data_SC.shape[0] == 0:
         raise MusicSAEError(name, "the audio holds no samples", "remove the empty file")
     if not np.isfinite(data_SC).all():

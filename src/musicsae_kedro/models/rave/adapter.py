@@ -47,11 +47,11 @@ class RaveAdapter(ModelAdapter):
                 f"the RAVE adapter runs on cpu in float32 (got {config.device}, {config.dtype})",
                 "set `device: cpu` and `dtype: float32` for RAVE models",
             )
-        self.model = load_rave(str(self.spec), config.seed)
+        self.model = load_rave(str(self.spec), config.seed, _trusted(config))
 
     @classmethod
     def layer_count(cls, config: ModelConfig) -> int:
-        return len(load_rave(config.spec, config.seed).sites)
+        return len(load_rave(config.spec, config.seed, _trusted(config)).sites)
 
     @property
     def sample_rate(self) -> int:
@@ -172,3 +172,8 @@ def _pool_frames(acts_BCT: torch.Tensor, n_frames: int, policy: str) -> torch.Te
     else:
         pooled_BCF = framed_BCFM[..., per_frame // 2]
     return pooled_BCF.transpose(1, 2).contiguous()
+
+
+def _trusted(config: ModelConfig) -> bool:
+    """``options.trusted``: the user vouches for a local acids-rave checkpoint (a pickle)."""
+    return bool(config.options.get("trusted", False))

@@ -94,8 +94,19 @@ class AcidsRaveModule(nn.Module):
         return self.model.decode(z)
 
 
-def load_acids_rave(path: Path) -> nn.Module:
-    """Build an acids-rave model from a run directory (``config.gin`` + ``*.ckpt``)."""
+def load_acids_rave(path: Path, trusted: bool) -> nn.Module:
+    """Build an acids-rave model from a run directory (``config.gin`` + ``*.ckpt``).
+
+    Lightning checkpoints are pickles: loading one runs whatever code it holds, so it is
+    allowed only for a local run directory the user marks as trusted."""
+    if not trusted:
+        raise MusicSAEError(
+            path,
+            "an acids-rave run directory holds a pickled checkpoint (*.ckpt), which can run "
+            "arbitrary code when loaded",
+            "export it to TorchScript (`rave export --run DIR`) and point `spec` at the .ts, "
+            "or, for a local copy you trust, set `options: {trusted: true}` on the model",
+        )
     try:
         import gin
         import rave
@@ -117,7 +128,7 @@ def load_acids_rave(path: Path) -> nn.Module:
     return AcidsRaveModule(model.eval())
 
 
-def resolve_module(spec: ModelSpec, seed: int) -> tuple[nn.Module, str]:
+def resolve_module(spec: ModelSpec, seed: int, trusted: bool = False) -> tuple[nn.Module, str]:
     """``(module, source description)`` for a spec."""
     if spec.kind == "debug":
         return build_debug_module(seed), "debug"
@@ -138,7 +149,7 @@ def resolve_module(spec: ModelSpec, seed: int) -> tuple[nn.Module, str]:
             "keep one .ts file per model directory",
         )
     if (folder / "config.gin").exists():
-        return load_acids_rave(folder), str(folder)
+        return load_acids_rave(folder, trusted), str(folder)
     raise MusicSAEError(
         folder,
         "neither a TorchScript export (*.ts) nor an acids-rave run (config.gin + *.ckpt)",
@@ -147,10 +158,11 @@ def resolve_module(spec: ModelSpec, seed: int) -> tuple[nn.Module, str]:
 
 
 @functools.lru_cache(maxsize=4)
-def load_rave(spec: str, seed: int = 0) -> SteppedRave:
-    """The stepped model for ``spec`` (once per process), checked to step like ``decode``."""
+def load_rave(spec: str, seed: int = 0, trusted: bool = False) -> SteppedRave:
+    """The stepped model for ``spec`` (once per process), checked to step like ``decode``.
+    ``trusted``: allow an acids-rave run directory's pickled checkpoint."""
     parsed = ModelSpec.parse(spec)
-    module, source = resolve_module(parsed, seed)
+    module, source = resolve_module(parsed, seed, trusted)
     stepped = SteppedRave(module, source, seed)
     error = stepped.check_stepping()
     if not error <= _STEPPING_TOLERANCE:
