@@ -80,9 +80,9 @@ def test_rerun_reuses_unchanged_studies_and_recomputes_changed_ones(project: Pat
     )
 
 
-def test_ablate_is_not_part_of_the_default_run(project: Path):
-    """(The runs above prove that ``ablate`` is registered.)"""
+def test_ablate_is_part_of_the_default_run(project: Path):
+    """(The runs above prove that ``ablate`` is registered on its own.)"""
     listed = kedro(project, "registry", "describe", "__default__")
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "extract_activations" in listed.stdout
-    assert "layer_ablation" not in listed.stdout and "pitch_patching" not in listed.stdout
+    assert "layer_ablation" in listed.stdout and "pitch_patching" in listed.stdout

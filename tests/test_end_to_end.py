@@ -48,6 +48,12 @@ def test_kedro_run_produces_every_output(demo: Path):
     # CE recovered for the language model's sites; RAVE is no language model
     assert summary["ce_recovered_zero"].notna().tolist() == [True, True, False]
     assert (demo / "data/08_reporting/sae_pareto.png").stat().st_size > 1000
+    # ablate and intervene ran as part of the default run
+    for study in ("musicgen/layer_ablation", "rave/pitch_patching"):
+        table = pd.read_parquet(demo / f"data/08_reporting/ablate/{study}/table.parquet")
+        assert len(table) > 0
+    effects = pd.read_parquet(demo / "data/08_reporting/intervention_effects.parquet")
+    assert {"target", "control"} == set(effects["arm"])
     # MLflow: the Kedro run plus one nested run per SAE, with the artifact.
     with sqlite3.connect(demo / "mlflow.db") as db:
         names = {r[0] for r in db.execute("select name from runs")}

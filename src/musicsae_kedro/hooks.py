@@ -20,6 +20,10 @@ _REPORTED_SUFFIXES = (
     "summary_md",
     "pareto",
     "report",
+    "layer_ablation",
+    "pitch_patching",
+    "intervention_effects_md",
+    "interventions",
 )
 
 

@@ -59,10 +59,10 @@ def register_pipelines() -> dict[str, Pipeline]:
         "train": train.create_pipeline(models, points),
         "interpret": interpret.create_pipeline(models, points),
         "intervene": intervene.create_pipeline(models, params.get("intervene")),
+        # Which layers matter and where pitch lives: needs only preprocess's outputs.
+        "ablate": ablate.create_pipeline(models),
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     # Trains the embedded models: run on purpose only, never part of the default run.
     pipelines["pretrain"] = pretrain.create_pipeline()
-    # Studies that locate sites (minutes on the demo): run on purpose, not by default.
-    pipelines["ablate"] = ablate.create_pipeline(models)
     return pipelines
