@@ -25,10 +25,11 @@ class GenerationSettings:
     """How to sample (the ``extract.generation`` parameter block)."""
 
     max_new_tokens: int = 256
-    """Decoder steps that produce tokens (MusicGen: frames + codebooks - 1)."""
+    """Decoder steps that produce tokens (MusicGen: frames + codebooks - 1; YuE: audio
+    tokens, two per frame)."""
     guidance_scale: float = 3.0
-    """Classifier-free guidance; > 1 doubles the batch with unconditional rows, which are
-    never stored."""
+    """Classifier-free guidance (!= 1 to apply): MusicGen doubles the batch with
+    unconditional rows, YuE runs a second, unconditional model call; neither is stored."""
     do_sample: bool = True
     """Sample (True) or decode greedily."""
     top_k: int = 250

@@ -19,7 +19,7 @@ from musicsae_kedro.sae.model import SparseAutoencoder
 @runtime_checkable
 class SteerableModel(Protocol):
     """What steering needs from a model adapter: generation with per-step edits and a
-    teacher-forced pass over codes (MusicGen has both; YuE and RAVE do not generate)."""
+    teacher-forced pass over codes (MusicGen and YuE stage 1 have both; RAVE does not generate)."""
 
     family: str
     positions_policies: tuple[str, ...]

@@ -145,8 +145,8 @@ def run_intervention(
         raise MusicSAEError(
             f"parameters {where}.site",
             f"the {getattr(model, 'family', type(model).__name__)} adapter cannot generate "
-            "with edits: steering supports MusicGen (YuE's adapter has no generation yet)",
-            "steer a site of a musicgen model",
+            "with edits: steering supports MusicGen and YuE stage 1 (RAVE is no language model)",
+            "steer a site of a musicgen or yue model",
         )
     strategy = STRATEGIES.get(entry.strategy)
     options = strategy.options(entry.options, f"{where}.options")

@@ -9,8 +9,15 @@ import torch
 
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import FAMILIES, ActivationBatch, ModelAdapter, ModelConfig
+from musicsae_kedro.models.generation import (
+    EditRows,
+    GeneratedBatch,
+    GenerationEdit,
+    GenerationSettings,
+)
 from musicsae_kedro.models.yue.codec import YueCodec, load_codec
 from musicsae_kedro.models.yue.configs import XCODEC_GLOBAL_OFFSET, YueOptions
+from musicsae_kedro.models.yue.generate import generate_steps
 from musicsae_kedro.models.yue.loading import (
     layer_count,
     load_stage1,
@@ -244,6 +251,98 @@ class YueAdapter(ModelAdapter):
                     )
                 )
         return torch.cat(parts).cpu()
+
+    # -- generation with per-step edits -------------------------------------------------
+
+    @property
+    def samples_per_frame(self) -> int:
+        """Audio samples per codec frame (X-Codec: 320 at 16 kHz)."""
+        return self.sample_rate // self.codec.frame_rate
+
+    @property
+    def audio_channels(self) -> int:
+        """Channels of the generated audio: one (the two stems mixed)."""
+        return 1
+
+    def generated_frames(self, max_new_tokens: int) -> int:
+        """Frames ``max_new_tokens`` audio tokens make (two per frame: vocal, instrumental)."""
+        if max_new_tokens < 2:
+            raise MusicSAEError(
+                f"generation max_new_tokens={max_new_tokens} (model {self.spec})",
+                "YuE generates a vocal and an instrumental token per frame",
+                "generate at least 2 tokens (an even number: frames x 2)",
+            )
+        return max_new_tokens // 2
+
+    def generate(
+        self,
+        texts: list[str],
+        layers: list[int],
+        settings: GenerationSettings,
+        policy: str,
+        seed: int | None = None,
+        edit: GenerationEdit | None = None,
+        edit_layers: list[int] | None = None,
+        edit_rows: EditRows = "conditional",
+        lyrics: Sequence[str | None] | None = None,
+    ) -> GeneratedBatch:
+        """Generate ``max_new_tokens // 2`` frames of both stems after YuE's prompt for
+        ``texts`` (genre tags, optional ``lyrics``) and keep the conditional rows of
+        ``layers`` at the stored positions of ``policy``: the same rows a teacher-forced
+        ``layer_activations`` over the generated codes stores (see ``generate.py``).
+
+        ``edit`` (a ``GenerationEdit``) acts on ``edit_layers`` (default: ``layers``) at
+        the runs whose input token is a stored position of ``policy``; it sees the
+        token's audio-segment window position (``site_positions``). Under guidance the
+        unconditional model call is edited only with ``edit_rows: all``. ``codes_BKT`` is
+        ``[B, 2 (vocal, instrumental), T]``; ``audio_BCS`` is the codec's decoding of
+        both stems, mixed (``[B, 1, T * 320]`` at 16 kHz).
+        """
+        n_frames = self.generated_frames(settings.max_new_tokens)
+        policy = self.check_policy(policy)
+        empty_2T = np.zeros((2, 0), dtype=np.int64)
+        words = list(lyrics) if lyrics is not None else [None] * len(texts)
+        prefixes = [
+            (s := clip_sequence(self.encode_text, empty_2T, text, w)).ids_L[: s.audio_start]
+            for text, w in zip(texts, words, strict=True)
+        ]
+        longest = max(len(p) for p in prefixes) + 2 * n_frames + 1
+        if longest > self.max_positions:
+            raise MusicSAEError(
+                f"generation max_new_tokens={settings.max_new_tokens} (model {self.spec})",
+                f"prompt and audio need {longest} positions, more than YuE's context of "
+                f"{self.max_positions}",
+                "generate fewer frames or shorten the prompt",
+            )
+        sites = self.site_positions(n_frames, policy)
+        steps = generate_steps(
+            self.model,
+            prefixes,
+            n_frames,
+            settings,
+            sites,
+            layers,
+            settings.seed if seed is None else seed,
+            edit=edit,
+            edit_layers=edit_layers,
+            edit_rows=edit_rows,
+        )
+        codes_BKT = steps.codes_B2T.numpy().astype(np.int64)
+        vocal_BS = self.codec.decode(codes_BKT[:, 0])
+        instrumental_BS = self.codec.decode(codes_BKT[:, 1])
+        runs = torch.as_tensor(sites - 1)  # run r reads window position r + 1
+        return GeneratedBatch(
+            audio_BCS=(vocal_BS + instrumental_BS).astype(np.float32)[:, None, :],
+            sample_rate=self.sample_rate,
+            acts_BRD={
+                layer: h_BRD.index_select(1, runs.to(h_BRD.device))
+                for layer, h_BRD in steps.hidden.items()
+            },
+            frames_R=offset_frames(audio_offsets(n_frames, policy)),
+            n_frames=n_frames,
+            n_runs=len(steps.window_positions_R),
+            codes_BKT=codes_BKT,
+        )
 
     def provenance(self, policy: str) -> dict[str, str | int | float]:
         return {

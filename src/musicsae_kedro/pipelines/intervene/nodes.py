@@ -71,8 +71,8 @@ def steer_site(
         raise MusicSAEError(
             f"parameters intervene.interventions (site {site})",
             f"the {adapter.family} adapter cannot generate with edits: steering supports "
-            "MusicGen (YuE's adapter has no generation yet, RAVE is no language model)",
-            f"remove the interventions on {site} or steer a musicgen site",
+            "MusicGen and YuE stage 1 (RAVE is no language model)",
+            f"remove the interventions on {site} or steer a musicgen or yue site",
         )
     with feature_stats.open(TRAIN) as train:
         density_F = train.density_F
