@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -77,10 +78,16 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def kedro(
-    project: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+    project: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess:
+    """``kedro <args>`` in ``project`` as a user runs it (one thread, telemetry off); a
+    fault-injection setting of the test process itself is never inherited."""
     full_env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "MUSICSAE_KILL_AT"},
         "KEDRO_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "1",
         "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -95,4 +102,5 @@ def kedro(
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=preexec_fn,
     )

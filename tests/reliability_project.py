@@ -8,17 +8,15 @@ file) and every fault test forks its data from there.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from tests.kedro_project import KEDRO, make_project
+from tests.kedro_project import kedro as run_kedro
+from tests.kedro_project import make_project
 
 SITE = "musicgen.l1"
 N_TRAIN, N_HELDOUT = 5, 7
@@ -56,34 +54,6 @@ def _merge(base: dict, update: dict) -> dict:
 def project(path: Path, overrides: dict[str, dict] | None = None) -> Path:
     """A throwaway copy of the project's conf with the reliability overrides."""
     return make_project(path, merged(OVERRIDES, overrides or {}))
-
-
-def run_kedro(
-    folder: Path,
-    *args: str,
-    env: dict[str, str] | None = None,
-    preexec_fn: Callable[[], None] | None = None,
-    timeout: float = 600,
-) -> subprocess.CompletedProcess:
-    """``kedro <args>`` in ``folder`` as a user runs it (one thread, telemetry off)."""
-    full_env = {
-        **{k: v for k, v in os.environ.items() if k != "MUSICSAE_KILL_AT"},
-        "KEDRO_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        **(env or {}),
-    }
-    return subprocess.run(
-        [str(KEDRO), *args],
-        cwd=folder,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        preexec_fn=preexec_fn,
-    )
 
 
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
