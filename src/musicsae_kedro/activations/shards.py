@@ -24,13 +24,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
 from musicsae_kedro.activations.store import (
-    ACTS_DTYPE,
     EXTRACT_FIX,
     ActivationStore,
     LayoutView,
@@ -318,17 +316,7 @@ class ShardedActivationStore(LayoutView):
     def shard_paths(self) -> list[Path]:
         return [s.path for s in self._shards]
 
-    def track_slice(self, track_index: int) -> slice:
-        if not 0 <= track_index < self.n_tracks:
-            raise IndexError(f"track index {track_index} out of range [0, {self.n_tracks})")
-        start = int(self._starts_T[track_index])
-        return slice(start, start + self.layout.rows_per_track[track_index])
-
     # -- data ------------------------------------------------------------------------
-
-    def _check_range(self, start: int, stop: int) -> None:
-        if not 0 <= start <= stop <= self.n_rows:
-            raise IndexError(f"rows [{start}, {stop}) out of range [0, {self.n_rows}]")
 
     def _pieces(self, start: int, stop: int) -> Iterator[tuple[int, int, int, int]]:
         """``(shard, local_start, local_stop, offset into the request)`` for a range."""
@@ -350,11 +338,6 @@ class ShardedActivationStore(LayoutView):
         for shard, lo, hi, offset in self._pieces(start, stop):
             self._shards[shard].read_rows_into(lo, hi, out_ND[offset : offset + hi - lo])
 
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
-        out_ND = np.empty((stop - start, self.d), dtype=ACTS_DTYPE)
-        self.read_rows_into(start, stop, out_ND)
-        return out_ND
-
     def read_index(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """``(track_N, frame_N)`` int32 of rows ``[start, stop)``, global track indices."""
         self._check_range(start, stop)
@@ -371,27 +354,6 @@ class ShardedActivationStore(LayoutView):
         rows = self.track_slice(track_index)
         return self.read_rows(rows.start, rows.stop), self.read_index(rows.start, rows.stop)[1]
 
-    def iter_blocks(
-        self, block_rows: int, start: int = 0, stop: int | None = None
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        if block_rows <= 0:
-            raise ValueError(f"block_rows must be positive, got {block_rows}")
-        stop = self.n_rows if stop is None else stop
-        self._check_range(start, stop)
-        for block_start in range(start, stop, block_rows):
-            yield block_start, self.read_rows(block_start, min(block_start + block_rows, stop))
-
     def close(self) -> None:
         for store in self._shards:
             store.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

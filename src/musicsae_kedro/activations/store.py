@@ -596,6 +596,55 @@ class LayoutView:
     def rows_per_track(self) -> list[int]:
         return list(self.layout.rows_per_track)
 
+    # Shared by every view; subclasses give ``_starts_T`` (first row of each track),
+    # ``read_rows_into`` and ``close``.
+    _starts_T: np.ndarray
+
+    def read_rows_into(self, start: int, stop: int, out_ND: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def track_slice(self, track_index: int) -> slice:
+        """Rows of track ``track_index``."""
+        if not 0 <= track_index < self.n_tracks:
+            raise IndexError(f"track index {track_index} out of range [0, {self.n_tracks})")
+        start = int(self._starts_T[track_index])
+        return slice(start, start + self.layout.rows_per_track[track_index])
+
+    def _check_range(self, start: int, stop: int) -> None:
+        if not 0 <= start <= stop <= self.n_rows:
+            raise IndexError(f"rows [{start}, {stop}) out of range [0, {self.n_rows}]")
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` as float16 ``[stop - start, d]``."""
+        out_ND = np.empty((stop - start, self.d), dtype=ACTS_DTYPE)
+        self.read_rows_into(start, stop, out_ND)
+        return out_ND
+
+    def iter_blocks(
+        self, block_rows: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Sequential ``(first_row, acts_BD float16)`` blocks of ``block_rows`` over a range."""
+        if block_rows <= 0:
+            raise ValueError(f"block_rows must be positive, got {block_rows}")
+        stop = self.n_rows if stop is None else stop
+        self._check_range(start, stop)
+        for block_start in range(start, stop, block_rows):
+            yield block_start, self.read_rows(block_start, min(block_start + block_rows, stop))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
 
 class ActivationStore(LayoutView):
     """Read-only view of one store; serves contiguous row ranges (never single rows)."""
@@ -659,13 +708,6 @@ class ActivationStore(LayoutView):
         """Indices of the committed tracks (all of them when the store is complete)."""
         return [int(i) for i in np.flatnonzero(self._committed_T)]
 
-    def track_slice(self, track_index: int) -> slice:
-        """Rows of track ``track_index``."""
-        if not 0 <= track_index < self.n_tracks:
-            raise IndexError(f"track index {track_index} out of range [0, {self.n_tracks})")
-        start = int(self._starts_T[track_index])
-        return slice(start, start + self.layout.rows_per_track[track_index])
-
     # -- data ------------------------------------------------------------------------
 
     @property
@@ -674,21 +716,11 @@ class ActivationStore(LayoutView):
             raise RuntimeError(f"activation store {self.path} is closed")
         return self._file
 
-    def _check_range(self, start: int, stop: int) -> None:
-        if not 0 <= start <= stop <= self.n_rows:
-            raise IndexError(f"rows [{start}, {stop}) out of range [0, {self.n_rows}]")
-
     def read_rows_into(self, start: int, stop: int, out_ND: np.ndarray) -> None:
         """Copy rows ``[start, stop)`` into the float16 array ``out_ND`` (no allocation)."""
         self._check_range(start, stop)
         if stop > start:
             self._h5["acts"].read_direct(out_ND, source_sel=np.s_[start:stop])
-
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` as float16 ``[stop - start, d]``."""
-        out_ND = np.empty((stop - start, self.d), dtype=ACTS_DTYPE)
-        self.read_rows_into(start, stop, out_ND)
-        return out_ND
 
     def read_index(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """``(track_N, frame_N)`` int32 of rows ``[start, stop)``."""
@@ -701,29 +733,7 @@ class ActivationStore(LayoutView):
         rows = self.track_slice(track_index)
         return self.read_rows(rows.start, rows.stop), self._h5["frame"][rows]
 
-    def iter_blocks(
-        self, block_rows: int, start: int = 0, stop: int | None = None
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """Sequential ``(first_row, acts_BD float16)`` blocks of ``block_rows`` over a range."""
-        if block_rows <= 0:
-            raise ValueError(f"block_rows must be positive, got {block_rows}")
-        stop = self.n_rows if stop is None else stop
-        self._check_range(start, stop)
-        for block_start in range(start, stop, block_rows):
-            yield block_start, self.read_rows(block_start, min(block_start + block_rows, stop))
-
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
