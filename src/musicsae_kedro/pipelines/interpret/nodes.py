@@ -51,8 +51,8 @@ from musicsae_kedro.interpret.stats import (
 from musicsae_kedro.interpret.stats_store import FeatureStatsSet
 from musicsae_kedro.pipelines.tracking import log_to_site_run
 from musicsae_kedro.preprocessing.clip_store import ClipStore
-from musicsae_kedro.preprocessing.manifest import HELDOUT, SPLITS, TRAIN
 from musicsae_kedro.sae.model import SparseAutoencoder
+from musicsae_kedro.splits import HELDOUT, SPLITS, TRAIN
 
 logger = logging.getLogger(__name__)
 
