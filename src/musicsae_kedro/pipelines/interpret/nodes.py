@@ -12,18 +12,14 @@ import pandas as pd
 
 from musicsae_kedro.activations.sets import ActivationSet
 from musicsae_kedro.activations.store import ActivationStore
+from musicsae_kedro.clap.config import ClapConfig
+from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.config import config_from_dict
 from musicsae_kedro.interpret.activity import top_clips, unique_clips
-from musicsae_kedro.interpret.clap import (
-    ClapScorer,
-    clap_margins,
-    random_heldout_clips,
-    unscored,
-)
+from musicsae_kedro.interpret.clap_margins import clap_margins, random_heldout_clips, unscored
 from musicsae_kedro.interpret.clip_audio import ClipAudio
 from musicsae_kedro.interpret.config import (
     CandidateConfig,
-    ClapConfig,
     EnrichmentConfig,
     GroundTruthConfig,
     LLMConfig,
