@@ -46,9 +46,9 @@ PENDING = {
 }
 
 
-def _package(path: Path, package_dir: Path = PACKAGE) -> str:
+def _package(path: Path) -> str:
     """``activations`` for ``activations/store.py``, ``hooks`` for ``hooks.py``."""
-    return path.relative_to(package_dir).parts[0].removesuffix(".py")
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
 
 
 def _imported_roots(path: Path) -> set[str]:
