@@ -27,13 +27,9 @@ from musicsae_kedro.interpret.stats_store import (
 )
 from musicsae_kedro.interpret.units import UnitTable
 from musicsae_kedro.preprocessing.clip_store import ClipSettings, ClipStore, TrackClips, new_record
-from musicsae_kedro.preprocessing.manifest import (
-    SPLITS,
-    ConditioningConfig,
-    SplitConfig,
-    build_manifest,
-)
+from musicsae_kedro.preprocessing.manifest import ConditioningConfig, SplitConfig, build_manifest
 from musicsae_kedro.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, save_sae
+from musicsae_kedro.splits import SPLITS
 
 D, EXPANSION, K = 16, 4, 4
 SITE = "musicgen.l1"

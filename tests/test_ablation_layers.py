@@ -25,9 +25,9 @@ from musicsae_kedro.ablation.layers import (
     suggested_layers,
 )
 from musicsae_kedro.ablation.reports import layer_ablation_markdown
+from musicsae_kedro.clap.config import ClapConfig
+from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.interpret.clap import ClapScorer
-from musicsae_kedro.interpret.config import ClapConfig
 from musicsae_kedro.models import ModelConfig, load_adapter
 from musicsae_kedro.models.generation import GenerationSettings
 

@@ -13,9 +13,9 @@ from kedro.io import DatasetError
 
 from musicsae_kedro.activations import disk
 from musicsae_kedro.activations.disk import DiskBudget, ensure_free_space, store_bytes
-from musicsae_kedro.activations.extract import disk_budget, split_targets
 from musicsae_kedro.activations.shards import Shard
 from musicsae_kedro.activations.store import StoreLayout
+from musicsae_kedro.collect.extract import disk_budget, split_targets
 from musicsae_kedro.datasets.activations import ActivationProgressDataset, ActivationSetDataset
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.pipelines.extract.nodes import extract_activations

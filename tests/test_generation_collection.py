@@ -11,8 +11,14 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from musicsae_kedro.activations.disk import DiskBudget
-from musicsae_kedro.activations.extract import ShardStarted, TrackAudio, group_seed
-from musicsae_kedro.activations.stream import SplitDone, SplitStarted, TrackActivations
+from musicsae_kedro.activations.stream import (
+    ShardStarted,
+    SplitDone,
+    SplitStarted,
+    TrackActivations,
+    TrackAudio,
+)
+from musicsae_kedro.collect.extract import group_seed
 from musicsae_kedro.datasets.activations import ActivationProgressDataset, ActivationSetDataset
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models import ModelConfig, load_adapter

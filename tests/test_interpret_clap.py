@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from musicsae_kedro.clap.config import ClapConfig
+from musicsae_kedro.clap.scorer import ClapScorer, build_debug_clap
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.interpret.clap import (
-    ClapScorer,
-    build_debug_clap,
-    clap_margins,
-    random_heldout_clips,
-    unscored,
-)
-from musicsae_kedro.interpret.config import ClapConfig
+from musicsae_kedro.interpret.clap_margins import clap_margins, random_heldout_clips, unscored
 from musicsae_kedro.interpret.labels import label_row, label_table
 
 

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from musicsae_kedro.interpret.config import GroundTruthConfig, StatsConfig
 from musicsae_kedro.interpret.ground_truth import auroc_from_ranks, concept_recovery
 from musicsae_kedro.interpret.stats import FeatureStatsSink, stream_feature_stats
-from musicsae_kedro.preprocessing.manifest import SPLITS
+from musicsae_kedro.splits import SPLITS
 from tests.interpret_data import PIANO_FEATURE, make_world, write_stats
 
 INSTRUMENTS = ("piano", "organ", "flute")

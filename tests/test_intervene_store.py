@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 
 from musicsae_kedro.audio.transforms import resample
+from musicsae_kedro.clap.config import ClapConfig
+from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.interpret.clap import ClapScorer
-from musicsae_kedro.interpret.config import ClapConfig
 from musicsae_kedro.models.base import ModelConfig
 from musicsae_kedro.pipelines.intervene import create_pipeline
 from musicsae_kedro.sites import ModelSites

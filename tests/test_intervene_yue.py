@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from musicsae_kedro.activations.extract import TrackAudio, group_seed
+from musicsae_kedro.activations.stream import TrackAudio
+from musicsae_kedro.collect.extract import group_seed
 from musicsae_kedro.datasets.activations import ActivationProgressDataset, ActivationSetDataset
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models import ModelConfig, load_adapter

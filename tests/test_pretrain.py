@@ -7,6 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from musicsae_kedro.audio.spectral import (
+    estimate_shift_semitones,
+    multiscale_spectral_distance,
+    pitch_shift,
+)
 from musicsae_kedro.corpora.synthetic import CONCEPTS
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.musicgen.codebooks import code_usage
@@ -40,11 +45,6 @@ from musicsae_kedro.pretrain.musicgen_lm import (
 )
 from musicsae_kedro.pretrain.probes import bag_of_codes, fit_probe_accuracy
 from musicsae_kedro.pretrain.rave_ae import export_trained, train_rave
-from musicsae_kedro.pretrain.spectral import (
-    estimate_shift_semitones,
-    multiscale_spectral_distance,
-    pitch_shift,
-)
 
 TINY_MUSICGEN = MusicgenTrainConfig(
     n_layers=2, hidden=32, steps=4, batch_size=4, eval_every=2, eval_clips=4, patience=5

@@ -17,7 +17,6 @@ import pytest
 import torch
 from kedro.io import DatasetError
 
-from musicsae_kedro.activations.extract import ShardStarted
 from musicsae_kedro.activations.reader import BlockShuffleReader
 from musicsae_kedro.activations.sets import ActivationSet
 from musicsae_kedro.activations.shards import (
@@ -27,7 +26,7 @@ from musicsae_kedro.activations.shards import (
     write_index,
 )
 from musicsae_kedro.activations.store import ActivationStore, ActivationWriter, StoreLayout
-from musicsae_kedro.activations.stream import SplitStarted
+from musicsae_kedro.activations.stream import ShardStarted, SplitStarted
 from musicsae_kedro.datasets.activations import ActivationSetDataset
 from musicsae_kedro.errors import MusicSAEError
 from tests.kedro_project import make_project
@@ -245,7 +244,7 @@ def test_two_cpu_processes_write_the_rows_of_one(tmp_path):
 
 
 def test_prefetch_keeps_order_propagates_errors_and_stops():
-    from musicsae_kedro.activations.extract import prefetched
+    from musicsae_kedro.collect.prefetch import prefetched
 
     assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
 

@@ -8,19 +8,19 @@ from typing import Any
 
 import pandas as pd
 
-from musicsae_kedro.activations.extract import (
+from musicsae_kedro.activations.shards import barrier, current_shard
+from musicsae_kedro.activations.stream import ExtractItem
+from musicsae_kedro.collect.extract import (
     ExtractConfig,
-    ExtractItem,
     disk_budget,
     generated_audio_bytes,
     plan_generated_layouts,
     plan_layouts,
-    prefetched,
     split_targets,
     stream_activations,
     stream_generated,
 )
-from musicsae_kedro.activations.shards import barrier, current_shard
+from musicsae_kedro.collect.prefetch import prefetched
 from musicsae_kedro.config import config_from_dict
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import ModelConfig, load_adapter

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.interpret.clap import ClapScorer
 from musicsae_kedro.interpret.stats import sae_fingerprint
 from musicsae_kedro.interpret.stats_store import FeatureStatsSet
 from musicsae_kedro.models.base import ModelConfig, load_adapter

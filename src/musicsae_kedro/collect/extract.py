@@ -14,12 +14,8 @@ process streams only its share of every split into its own shard store.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import hashlib
 import logging
-import queue
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -34,13 +30,20 @@ from musicsae_kedro import __version__
 from musicsae_kedro.activations.disk import DiskBudget, human_bytes, store_bytes
 from musicsae_kedro.activations.shards import Shard, ShardPlan
 from musicsae_kedro.activations.store import StoreLayout
-from musicsae_kedro.activations.stream import SplitDone, SplitStarted, StreamItem, TrackActivations
+from musicsae_kedro.activations.stream import (
+    ExtractItem,
+    ShardStarted,
+    SplitDone,
+    SplitStarted,
+    TrackActivations,
+    TrackAudio,
+)
 from musicsae_kedro.config import config_from_dict
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import ModelAdapter
 from musicsae_kedro.models.generation import GenerationSettings
 from musicsae_kedro.preprocessing.codes_store import CodesStore
-from musicsae_kedro.preprocessing.manifest import SPLITS
+from musicsae_kedro.splits import SPLITS
 
 logger = logging.getLogger(__name__)
 
@@ -76,36 +79,6 @@ class ExtractConfig:
             raise ValueError(f"mode must be teacher_forced or generate, got {self.mode!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-
-
-# --------------------------------------------------------------------------- items
-
-
-@dataclass(frozen=True)
-class ShardStarted:
-    """A multi-process stream is about to write its shard of ``split`` (creates or
-    resumes the shard file; writes or checks the split's shard index)."""
-
-    split: str
-    plan: ShardPlan
-    rank: int
-
-    @property
-    def layout(self) -> StoreLayout:
-        return self.plan.shard_layout(self.rank)
-
-
-@dataclass(frozen=True)
-class TrackAudio:
-    """A generated track's audio: written (atomically) before the track's rows commit."""
-
-    split: str
-    track_id: str
-    audio_CS: np.ndarray
-    sample_rate: int
-
-
-ExtractItem = StreamItem | ShardStarted | TrackAudio | DiskBudget
 
 
 # --------------------------------------------------------------------------- plans
@@ -279,82 +252,6 @@ def _todo(targets: Targets, committed: Mapping[int, Mapping[str, set[int]]], spl
         for t in targets[layers[0]][split].track_range
         if any(t not in committed[layer][split] for layer in layers)
     ]
-
-
-# --------------------------------------------------------------------------- prefetch
-
-_END = object()
-# Prefetch workers whose consumer has not closed them yet (see _stop_workers), and how
-# long exit waits for one to finish the batch in flight.
-_EXIT_JOIN_S = 300.0
-_RUNNING: set[tuple[threading.Thread, threading.Event]] = set()
-
-
-@atexit.register
-def _stop_workers() -> None:
-    """Stop and join workers a failed run left behind before the interpreter exits.
-
-    When a node fails (e.g. a store cannot be written) its generator is never closed;
-    a daemon worker still inside torch when the interpreter shuts down aborts the
-    process ("terminate called without an active exception") instead of letting it
-    exit with the error.
-    """
-    for thread, stop in list(_RUNNING):
-        stop.set()
-        thread.join(timeout=_EXIT_JOIN_S)  # a worker finishes its batch, then stops
-
-
-def prefetched(stream: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Run ``stream`` in a background thread, at most ``depth`` items ahead.
-
-    The model's forward pass (which releases the GIL) then overlaps the consumer's
-    HDF5 writes and fsyncs; items arrive in the stream's order, so commits (done by the
-    consumer) keep their order and crash-safety. Closing this generator stops the thread.
-    """
-    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(entry: tuple[str, Any]) -> None:
-        while not stop.is_set():
-            try:
-                items.put(entry, timeout=0.05)
-                return
-            except queue.Full:
-                continue
-
-    def work() -> None:
-        try:
-            for item in stream:
-                put(("item", item))
-                if stop.is_set():
-                    return
-            put(("end", _END))
-        except BaseException as exc:  # handed to the consumer, re-raised there
-            put(("error", exc))
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=work, name="extract-prefetch", daemon=True)
-    worker = (thread, stop)
-    _RUNNING.add(worker)
-    thread.start()
-    try:
-        while True:
-            kind, value = items.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        while thread.is_alive():
-            with contextlib.suppress(queue.Empty):  # unblock a worker on a full queue
-                items.get_nowait()
-            thread.join(timeout=0.05)
-        _RUNNING.discard(worker)
 
 
 # --------------------------------------------------------------------------- teacher forced
