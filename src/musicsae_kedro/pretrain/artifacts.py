@@ -15,10 +15,10 @@ import torch
 from transformers import AutoTokenizer, MusicgenForConditionalGeneration, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from musicsae_kedro.durable import write_json_atomic
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.musicgen.loading import save_model
 from musicsae_kedro.models.rave.loading import load_torchscript
-from musicsae_kedro.preprocessing.atomic import write_json_atomic
 
 CARD_FILE = "card.json"
 

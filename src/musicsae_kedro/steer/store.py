@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from musicsae_kedro.audio.io import write_audio_atomic
+from musicsae_kedro.durable import write_bytes_atomic, write_json_atomic
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.preprocessing.atomic import write_bytes_atomic, write_json_atomic
 from musicsae_kedro.steer.run import EFFECT_COLUMNS, InterventionOutcome
 from musicsae_kedro.steer.summary import combine, effects_markdown
 
