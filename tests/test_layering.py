@@ -39,11 +39,7 @@ GLUE = FLOORS[-1][1]
 
 # Imports that still go up a floor, each with its reason. The last test fails once one is
 # no longer made, so that this list only shrinks.
-PENDING = {
-    # The crash-safe write helpers become the ground floor's ``durable`` (issue 14).
-    ("audio", f"{ROOT}.preprocessing.atomic"),
-    ("activations", f"{ROOT}.preprocessing.atomic"),
-}
+PENDING: set[tuple[str, str]] = set()
 
 
 def _package(path: Path) -> str:

@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 
 from musicsae_kedro.corpora.base import CorpusPlugin, Track
+from musicsae_kedro.durable import append_jsonl, read_jsonl, repair_jsonl
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.preprocessing.atomic import append_jsonl, read_jsonl, repair_jsonl
 from musicsae_kedro.preprocessing.clip_store import ClipSettings, ClipStore, TrackClips, TrackReject
 from musicsae_kedro.preprocessing.clips import ClipConfig, stream_clips
 from musicsae_kedro.preprocessing.manifest import (
