@@ -9,7 +9,7 @@ import pytest
 
 from musicsae_kedro.ablation.generation_score import CLAP_COLUMNS
 from musicsae_kedro.ablation.layers import TABLE_COLUMNS
-from tests.helpers.kedro_project import kedro, make_project
+from tests.helpers.kedro_project import kedro
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +24,8 @@ SMALL_ABLATE = {
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    path = make_project(tmp_path_factory.mktemp("ablate"), SMALL_ABLATE)
+def project(small_project) -> Path:
+    path = small_project("ablate", SMALL_ABLATE)
     result = kedro(path, "run", "--pipeline=preprocess")
     assert result.returncode == 0, result.stderr[-4000:]
     result = kedro(path, "run", "--pipeline=ablate")

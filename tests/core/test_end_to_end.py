@@ -14,14 +14,14 @@ import pandas as pd
 import pytest
 
 from musicsae_kedro.sae.artifact import load_sae
-from tests.helpers.kedro_project import kedro, make_project
+from tests.helpers.kedro_project import kedro
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    project = make_project(tmp_path_factory.mktemp("demo"))
+def demo(small_project) -> Path:
+    project = small_project("demo")
     result = kedro(project, "run")
     assert result.returncode == 0, result.stderr[-4000:]
     return project
@@ -81,8 +81,8 @@ def _store_contents(project: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def test_extract_killed_mid_run_resumes_to_identical_stores(demo: Path, tmp_path: Path):
-    crashed = make_project(tmp_path / "crashed")
+def test_extract_killed_mid_run_resumes_to_identical_stores(demo: Path, small_project):
+    crashed = small_project("crashed")
     shutil.copytree(
         demo / "data",
         crashed / "data",
@@ -102,7 +102,7 @@ def test_extract_killed_mid_run_resumes_to_identical_stores(demo: Path, tmp_path
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
-def test_sweep_gives_one_comparable_mlflow_run_per_point(demo: Path, tmp_path: Path):
+def test_sweep_gives_one_comparable_mlflow_run_per_point(demo: Path, small_project):
     sweep = {
         "train": {
             "sweep": {"sae.architecture": ["topk", "batch_topk"], "sae.expansion_factor": [2, 4]},
@@ -116,7 +116,7 @@ def test_sweep_gives_one_comparable_mlflow_run_per_point(demo: Path, tmp_path: P
             "ce": {"max_clips": 4},
         }
     }
-    project = make_project(tmp_path / "sweep", {"parameters_train.yml": sweep})
+    project = small_project("sweep", {"parameters_train.yml": sweep})
     shutil.copytree(
         demo / "data", project / "data", ignore=shutil.ignore_patterns("06_models", "08_reporting")
     )

@@ -13,12 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from musicsae_kedro.activations import (
-    ActivationStore,
-    ActivationWriter,
-    BlockShuffleReader,
-    StoreLayout,
-)
+from musicsae_kedro.activations import ActivationStore, BlockShuffleReader
 from musicsae_kedro.errors import MusicSAEError
 
 ROWS = (180, 0, 250, 90, 310, 200, 170, 240, 160, 300, 220, 280)  # 2400 rows
@@ -41,29 +36,10 @@ def row_ids(batch_BD: torch.Tensor) -> np.ndarray:
     return (values[:, 1] * 1000 + values[:, 0]).astype(np.int64)
 
 
-def write_store(path: Path, rows: tuple[int, ...] = ROWS, commit: set[int] | None = None) -> None:
-    layout = StoreLayout(
-        site="s",
-        d=D,
-        track_ids=tuple(f"track{i}" for i in range(len(rows))),
-        rows_per_track=rows,
-        provenance={"model_spec": "debug"},
-    )
-    acts_ND = row_data(sum(rows))
-    starts = layout.track_starts()
-    with ActivationWriter.open(path, layout) as writer:
-        for i, n in enumerate(rows):
-            if commit is None or i in commit:
-                writer.write_track(i, acts_ND[starts[i] : starts[i] + n], np.arange(n))
-        if commit is None:
-            writer.finalize()
-
-
 @pytest.fixture(scope="module")
-def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def store_path(tmp_path_factory: pytest.TempPathFactory, make_store) -> Path:
     path = tmp_path_factory.mktemp("reader") / "acts.h5"
-    write_store(path)
-    return path
+    return make_store(path, d=D, rows=ROWS, acts=row_data(N_ROWS))
 
 
 @pytest.fixture
@@ -204,9 +180,9 @@ def test_float16_output_and_dtype(store: ActivationStore) -> None:
     torch.testing.assert_close(batch.float(), batch32, rtol=0, atol=0)
 
 
-def test_incomplete_store_serves_only_committed_tracks(tmp_path: Path) -> None:
+def test_incomplete_store_serves_only_committed_tracks(tmp_path: Path, make_store) -> None:
     path = tmp_path / "partial.h5"
-    write_store(path, commit={0, 2, 5})
+    make_store(path, d=D, rows=ROWS, acts=row_data(N_ROWS), committed={0, 2, 5})
     with ActivationStore.open(path, require_complete=False) as store:
         reader = make_reader(store, batch_size=90)
         assert reader.tracks == [0, 2, 5]
@@ -249,15 +225,11 @@ def test_read_errors_reach_the_consumer(store_path: Path, prefetch: bool) -> Non
     reader.close()
 
 
-def test_throughput_is_far_above_row_by_row_loading(tmp_path: Path) -> None:
+def test_throughput_is_far_above_row_by_row_loading(tmp_path: Path, make_store) -> None:
     n_rows, d = 65_536, 256
     path = tmp_path / "speed.h5"
-    layout = StoreLayout(site="s", d=d, track_ids=("a", "b"), rows_per_track=(40_000, 25_536))
     acts_ND = np.random.default_rng(0).normal(size=(n_rows, d)).astype(np.float16)
-    with ActivationWriter.open(path, layout) as writer:
-        writer.write_track(0, acts_ND[:40_000], np.arange(40_000))
-        writer.write_track(1, acts_ND[40_000:], np.arange(25_536))
-        writer.finalize()
+    make_store(path, d=d, rows=(40_000, 25_536), acts=acts_ND)
     with ActivationStore.open(path) as store:
         reader = BlockShuffleReader(store, batch_size=4096, block_rows=4096, buffer_blocks=4)
         iterator = iter(reader)

@@ -30,7 +30,7 @@ from musicsae_kedro.activations.store import ActivationStore, ActivationWriter, 
 from musicsae_kedro.activations.stream import SplitStarted
 from musicsae_kedro.datasets.activations import ActivationSetDataset
 from musicsae_kedro.errors import MusicSAEError
-from tests.helpers.kedro_project import make_project
+from tests.helpers.synthetic_store import track_rows, write_shards, write_store
 
 ROWS = (40, 0, 75, 12, 33, 51, 8)
 D = 16
@@ -46,35 +46,16 @@ def _layout() -> StoreLayout:
     )
 
 
-def _track_rows(layout: StoreLayout) -> list[tuple[np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(0)
-    return [
-        (rng.standard_normal((n, D)).astype(np.float16), np.arange(n, dtype=np.int32) + 100 * i)
-        for i, n in enumerate(layout.rows_per_track)
-    ]
+def _frames(index: int, n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.int32) + 100 * index
 
 
 def _write_single(folder: Path) -> None:
-    layout = _layout()
-    with ActivationWriter.open(folder / "train.h5", layout) as writer:
-        for i, (acts, frames) in enumerate(_track_rows(layout)):
-            writer.write_track(i, acts, frames)
-        writer.finalize()
+    write_store(folder / "train.h5", layout=_layout(), frames=_frames)
 
 
 def _write_shards(folder: Path, world: int, finish: set[int] | None = None) -> ShardPlan:
-    layout = _layout()
-    plan = ShardPlan("train", layout, world)
-    rows = _track_rows(layout)
-    write_index(folder, plan)
-    for rank, (first, stop) in enumerate(plan.bounds):
-        path = folder / f"train.rank{rank}-of-{world}.h5"
-        with ActivationWriter.open(path, plan.shard_layout(rank)) as writer:
-            for t in range(first, stop):
-                writer.write_track(t - first, *rows[t])
-            if finish is None or rank in finish:
-                writer.finalize()
-    return plan
+    return write_shards(folder, _layout(), world, frames=_frames, finished=finish)
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 8, 10])
@@ -159,7 +140,7 @@ def test_committed_tracks_are_global_and_process_counts_do_not_mix(tmp_path):
     plan = ShardPlan("train", _layout(), 2)
     write_index(tmp_path, plan)
     first, _ = plan.bounds[1]
-    rows = _track_rows(plan.layout)
+    rows = track_rows(plan.layout, frames=_frames)
     with ActivationWriter.open(tmp_path / "train.rank1-of-2.h5", plan.shard_layout(1)) as w:
         w.write_track(1, *rows[first + 1])
     assert ActivationSet(tmp_path).committed()["train"] == {first + 1}
@@ -193,19 +174,19 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_write_the_rows_of_one(tmp_path):
+def test_two_cpu_processes_write_the_rows_of_one(small_project):
     overrides = {
         # batch_size 1: both runs make the same forward passes, so rows match exactly
         "parameters_extract.yml": {"extract": {"progress": False, "batch_size": 1}},
     }
-    one = make_project(tmp_path / "one", overrides)
+    one = small_project("one", overrides)
     bin_dir = Path(sys.executable).parent
     run = subprocess.run(
         [str(bin_dir / "kedro"), "run", "--pipeline=preprocess"],
         cwd=one, env=_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-4000:]
-    two = make_project(tmp_path / "two", overrides)
+    two = small_project("two", overrides)
     shutil.copytree(one / "data", two / "data")
     run = subprocess.run(
         [str(bin_dir / "kedro"), "run", "--pipeline=extract"],

@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 
 from musicsae_kedro.activations.sets import ActivationSet
-from musicsae_kedro.activations.store import ActivationWriter, StoreLayout
 from musicsae_kedro.interpret.stats import TopN
 from musicsae_kedro.interpret.stats_store import (
     FeatureStats,
@@ -33,7 +32,9 @@ from musicsae_kedro.preprocessing.manifest import (
     SplitConfig,
     build_manifest,
 )
-from musicsae_kedro.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, save_sae
+from musicsae_kedro.sae import SparseAutoencoder, save_sae
+from tests.helpers.random_sae import random_sae
+from tests.helpers.synthetic_store import clip_frames, write_store
 
 D, EXPANSION, K = 16, 4, 4
 SITE = "musicgen.l1"
@@ -48,18 +49,25 @@ TEMPOS = ("slow", "fast")
 
 def make_sae(seed: int = 0) -> SparseAutoencoder:
     """A random TopK SAE whose feature ``PIANO_FEATURE`` reads input dimension 0."""
-    config = SAEConfig(architecture="topk", expansion_factor=EXPANSION, k=K)
-    ae = ARCHITECTURES.get("topk").build_dictionary(D, config.dict_size(D), config)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        weight_FD = torch.randn(config.dict_size(D), D, generator=gen) * 0.3
+
+    def plant(ae: torch.nn.Module) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        weight_FD = torch.randn(ae.dict_size, D, generator=gen) * 0.3
         weight_FD[:, 0] = 0.0  # only the planted feature sees dimension 0
         weight_FD[PIANO_FEATURE] = 0.0
         weight_FD[PIANO_FEATURE, 0] = 3.0
         ae.encoder.weight.copy_(weight_FD)
-        ae.encoder.bias.copy_(torch.full((config.dict_size(D),), -0.2))
+        ae.encoder.bias.copy_(torch.full((ae.dict_size,), -0.2))
         ae.b_dec.zero_()
-    return SparseAutoencoder(ae, 1.0, SITE, config, provenance={"model_spec": "debug"})
+
+    return random_sae(
+        D,
+        expansion_factor=EXPANSION,
+        k=K,
+        site=SITE,
+        init=plant,
+        provenance={"model_spec": "debug"},
+    )
 
 
 @dataclass
@@ -107,34 +115,30 @@ def make_world(
     activations = ActivationSet(root / "activations" / SITE)
     for split in SPLITS:
         part = tracks[tracks["split"] == split]
-        layout = StoreLayout(
-            site=SITE,
+
+        def acts(index: int, n_rows: int, part: pd.DataFrame = part) -> np.ndarray:
+            acts_ND = rng.normal(size=(n_rows, D)).astype(np.float32)
+            acts_ND[:, 0] = 0.0
+            if "instrument:piano" in part["tags"].iloc[index]:
+                # The planted concept: piano rows light up dimension 0, most in clip 1.
+                acts_ND[:, 0] = 2.0
+                acts_ND[ROWS_PER_CLIP : 2 * ROWS_PER_CLIP, 0] = 4.0
+            return acts_ND
+
+        write_store(
+            activations.path(split),
             d=D,
-            track_ids=tuple(part["track_id"]),
-            rows_per_track=tuple(int(n) * ROWS_PER_CLIP for n in part["n_clips"]),
+            rows=[int(n) * ROWS_PER_CLIP for n in part["n_clips"]],
+            site=SITE,
+            track_ids=part["track_id"],
             provenance={
                 "frames_per_clip": FRAMES_PER_CLIP,
                 "rows_per_clip": ROWS_PER_CLIP,
                 "split": split,
             },
+            acts=acts,
+            frames=clip_frames(ROWS_PER_CLIP, FRAMES_PER_CLIP),
         )
-        with ActivationWriter.open(activations.path(split), layout) as writer:
-            for index, (_, row) in enumerate(part.iterrows()):
-                n_rows = int(row["n_clips"]) * ROWS_PER_CLIP
-                acts_ND = rng.normal(size=(n_rows, D)).astype(np.float32)
-                acts_ND[:, 0] = 0.0
-                if "instrument:piano" in row["tags"]:
-                    # The planted concept: piano rows light up dimension 0, most in clip 1.
-                    acts_ND[:, 0] = 2.0
-                    acts_ND[ROWS_PER_CLIP : 2 * ROWS_PER_CLIP, 0] = 4.0
-                frames_N = np.concatenate(
-                    [
-                        c * FRAMES_PER_CLIP + np.arange(ROWS_PER_CLIP)
-                        for c in range(int(row["n_clips"]))
-                    ]
-                )
-                writer.write_track(index, acts_ND, frames_N)
-            writer.finalize()
     sae = make_sae(seed)
     sae_path = save_sae(root / "sae.safetensors", sae, {"data_fingerprint": "test"})
     return World(root, tracks, store, activations, sae, sae_path)

@@ -13,7 +13,6 @@ from kedro.runner import SequentialRunner
 from musicsae_kedro.pipelines.interpret import create_pipeline
 from musicsae_kedro.sites import resolve_sites
 from tests.helpers.interpret_data import SITE, interpret_params, make_world
-from tests.helpers.kedro_project import make_project
 from tests.helpers.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -38,8 +37,8 @@ def test_notebook_is_valid_nbformat_4():
             compile("".join(cell["source"]), cell["id"], "exec")
 
 
-def test_notebook_runs_against_a_project(tmp_path, monkeypatch, capsys):
-    project = make_project(tmp_path / "project")
+def test_notebook_runs_against_a_project(tmp_path, monkeypatch, capsys, small_project):
+    project = small_project("project")
     world = make_world(tmp_path / "world", n_tracks=12)
     data = project / "data"
     shutil.copytree(world.activations.folder, data / "04_activations" / SITE)

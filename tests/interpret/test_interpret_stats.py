@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from musicsae_kedro.activations.store import ActivationStore, ActivationWriter, StoreLayout
+from musicsae_kedro.activations.store import ActivationStore
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.interpret.config import CandidateConfig, StatsConfig
 from musicsae_kedro.interpret.stats import (
@@ -23,6 +23,7 @@ from musicsae_kedro.interpret.stats import (
 from musicsae_kedro.interpret.stats_store import FeatureStats
 from musicsae_kedro.interpret.units import plan_units
 from tests.helpers.interpret_data import PIANO_FEATURE, D, make_sae, make_world
+from tests.helpers.synthetic_store import clip_frames, write_store
 
 ROWS_PER_CLIP, FPC = 6, 8
 
@@ -30,25 +31,24 @@ ROWS_PER_CLIP, FPC = 6, 8
 def _store(tmp_path, rows_per_track, seed=0) -> ActivationStore:
     """A store with random rows; ``rows_per_track`` may hold empty tracks."""
     rng = np.random.default_rng(seed)
-    layout = StoreLayout(
-        site="musicgen.l1",
+
+    def acts(i: int, rows: int) -> np.ndarray:
+        acts_ND = rng.normal(size=(rows, D)).astype(np.float32)
+        if i % 3 == 0:  # planted, without ties between tracks or clips
+            acts_ND[:, 0] = 2.0 + 0.1 * i + 0.05 * np.arange(rows) / rows
+        else:
+            acts_ND[:, 0] = 0.0
+        return acts_ND
+
+    path = write_store(
+        tmp_path / "train.h5",
         d=D,
-        track_ids=tuple(f"t{i}" for i in range(len(rows_per_track))),
-        rows_per_track=tuple(rows_per_track),
+        rows=rows_per_track,
+        site="musicgen.l1",
         provenance={"rows_per_clip": ROWS_PER_CLIP, "frames_per_clip": FPC},
+        acts=acts,
+        frames=clip_frames(ROWS_PER_CLIP, FPC),
     )
-    path = tmp_path / "train.h5"
-    with ActivationWriter.open(path, layout) as writer:
-        for i, rows in enumerate(rows_per_track):
-            acts = rng.normal(size=(rows, D)).astype(np.float32)
-            if i % 3 == 0:  # planted, without ties between tracks or clips
-                acts[:, 0] = 2.0 + 0.1 * i + 0.05 * np.arange(rows) / rows
-            else:
-                acts[:, 0] = 0.0
-            row = np.arange(rows)
-            frames = (row // ROWS_PER_CLIP) * FPC + row % ROWS_PER_CLIP
-            writer.write_track(i, acts, frames)
-        writer.finalize()
     return ActivationStore.open(path)
 
 
@@ -174,7 +174,7 @@ def test_planted_feature_is_found_and_is_a_candidate(tmp_path):
     assert len(capped) == 3
 
 
-def test_stats_refuse_another_sae_and_a_wrong_width(tmp_path):
+def test_stats_refuse_another_sae_and_a_wrong_width(tmp_path, random_sae):
     store = _store(tmp_path, [12, 6])
     sae = make_sae(seed=0)
     stats = _run(store, sae, StatsConfig(progress=False), tmp_path / "s")
@@ -183,15 +183,7 @@ def test_stats_refuse_another_sae_and_a_wrong_width(tmp_path):
     assert sae_fingerprint(other) != sae_fingerprint(sae)
     with pytest.raises(MusicSAEError, match="different SAE"):
         check_stats_match(stats, other)
-    from musicsae_kedro.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder
-
-    config = SAEConfig(architecture="topk", expansion_factor=2, k=2)
-    wide = SparseAutoencoder(
-        ARCHITECTURES.get("topk").build_dictionary(D + 1, config.dict_size(D + 1), config),
-        1.0,
-        "x",
-        config,
-    )
+    wide = random_sae(D + 1, expansion_factor=2, k=2, site="x")
     with pytest.raises(MusicSAEError, match="width"):
         next(iter(stream_feature_stats(store, wide, StatsConfig(progress=False), "train")))
 

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from musicsae_kedro.steer.run import EFFECT_COLUMNS
-from tests.helpers.kedro_project import kedro, make_project
+from tests.helpers.kedro_project import kedro
 
 pytestmark = pytest.mark.slow
 
@@ -53,8 +53,8 @@ OVERRIDES = {
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    project = make_project(tmp_path_factory.mktemp("intervene"), OVERRIDES)
+def project(small_project) -> Path:
+    project = small_project("intervene", OVERRIDES)
     result = kedro(project, "run")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "site musicgen.l3 is not among the configured sites" in result.stderr

@@ -12,7 +12,7 @@ import torch
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models import ModelConfig, load_adapter
 from musicsae_kedro.models.generation import GenerationSettings
-from musicsae_kedro.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder
+from musicsae_kedro.sae import SparseAutoencoder
 from musicsae_kedro.steer.config import FeatureSelection, parse_site, steering_config
 from musicsae_kedro.steer.edits import SAESteering, steered_hidden
 from musicsae_kedro.steer.features import label_matches, random_control, select_features
@@ -32,20 +32,14 @@ def adapter():
 
 
 @pytest.fixture(scope="module")
-def sae(adapter) -> SparseAutoencoder:
+def sae(adapter, random_sae) -> SparseAutoencoder:
     """A random TopK SAE on the debug model's residual stream, feature ``DEAD`` dead."""
-    d = adapter.d_model
-    config = SAEConfig(architecture="topk", expansion_factor=4, k=8)
-    ae = ARCHITECTURES.get("topk").build_dictionary(d, config.dict_size(d), config)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        ae.encoder.weight.copy_(torch.randn(config.dict_size(d), d, generator=gen) / d**0.5)
+
+    def kill(ae: torch.nn.Module) -> None:
         ae.encoder.weight[DEAD] = 0.0
-        ae.encoder.bias.zero_()
         ae.encoder.bias[DEAD] = -10.0
-        ae.decoder.weight.copy_(torch.randn(d, config.dict_size(d), generator=gen) / d**0.5)
-        ae.b_dec.zero_()
-    return SparseAutoencoder(ae, 1.0, f"musicgen.l{LAYER}", config)
+
+    return random_sae(adapter.d_model, k=8, site=f"musicgen.l{LAYER}", seed=0, init=kill)
 
 
 def settings(guidance: float = 3.0) -> GenerationSettings:

@@ -19,7 +19,7 @@ from musicsae_kedro.models.generation import GenerationSettings
 from musicsae_kedro.models.yue.configs import XCODEC_CODEBOOK_SIZE, XCODEC_GLOBAL_OFFSET
 from musicsae_kedro.models.yue.tokens import clip_sequence
 from musicsae_kedro.pipelines.extract.nodes import extract_activations
-from musicsae_kedro.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder
+from musicsae_kedro.sae import SparseAutoencoder
 from musicsae_kedro.steer.config import steering_config
 from musicsae_kedro.steer.edits import SAESteering
 from musicsae_kedro.steer.run import EFFECT_COLUMNS, SelectionContext, run_intervention
@@ -38,18 +38,9 @@ def adapter():
 
 
 @pytest.fixture(scope="module")
-def sae(adapter) -> SparseAutoencoder:
+def sae(adapter, random_sae) -> SparseAutoencoder:
     """A random TopK SAE on the debug stage 1's residual stream."""
-    d = adapter.d_model
-    config = SAEConfig(architecture="topk", expansion_factor=4, k=8)
-    ae = ARCHITECTURES.get("topk").build_dictionary(d, config.dict_size(d), config)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        ae.encoder.weight.copy_(torch.randn(config.dict_size(d), d, generator=gen) / d**0.5)
-        ae.encoder.bias.zero_()
-        ae.decoder.weight.copy_(torch.randn(d, config.dict_size(d), generator=gen) / d**0.5)
-        ae.b_dec.zero_()
-    return SparseAutoencoder(ae, 1.0, f"yue.l{LAYER}", config)
+    return random_sae(adapter.d_model, k=8, site=f"yue.l{LAYER}", seed=0)
 
 
 def settings(guidance: float = 1.5, **kw) -> GenerationSettings:

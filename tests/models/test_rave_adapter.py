@@ -23,7 +23,7 @@ from musicsae_kedro.models.rave.architecture import (
 from musicsae_kedro.models.rave.export import ScriptedRave, export_torchscript
 from musicsae_kedro.models.rave.loading import DEBUG_ARCH, load_rave
 from musicsae_kedro.models.rave.stepping import SteppedRave, reset_streaming_state
-from tests.helpers.kedro_project import kedro, make_project
+from tests.helpers.kedro_project import kedro
 
 DEBUG = ModelConfig(family="rave", spec="debug")
 
@@ -225,8 +225,8 @@ def test_residual_blocks_keep_acids_rave_nesting():
 
 
 @pytest.mark.slow
-def test_kedro_preprocess_and_extract_with_the_debug_rave(tmp_path: Path):
-    project = make_project(tmp_path / "rave", rave_project_overrides("debug", [0, 3, 34]))
+def test_kedro_preprocess_and_extract_with_the_debug_rave(small_project):
+    project = small_project("rave", rave_project_overrides("debug", [0, 3, 34]))
     result = kedro(project, "run", "--pipeline=preprocess")
     assert result.returncode == 0, result.stderr[-4000:]
     result = kedro(project, "run", "--pipeline=extract")

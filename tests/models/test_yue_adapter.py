@@ -33,7 +33,7 @@ from musicsae_kedro.models.yue.tokens import (
     prompt_text,
     split_lyrics,
 )
-from tests.helpers.kedro_project import kedro, make_project
+from tests.helpers.kedro_project import kedro
 
 MIX = {"stems": "mix_as_instrumental"}
 DEBUG = ModelConfig(family="yue", spec="debug", options=MIX)
@@ -320,11 +320,11 @@ def test_xcodec_mini_infer_needs_trust_then_loads_like_yue(xcodec_checkout, stem
 
 
 @pytest.mark.slow
-def test_kedro_extract_with_separated_stems(tmp_path):
+def test_kedro_extract_with_separated_stems(small_project):
     """Demucs stems (vocals+instrumental) -> YuE codes through encode_stems -> store."""
     yue = {"family": "yue", "spec": "debug", "options": {"stems": "separate"}}
-    project = make_project(
-        tmp_path / "yue-stems",
+    project = small_project(
+        "yue-stems",
         {
             "globals.yml": {"seed": 0, "sample_rate": 16000},
             "parameters.yml": {
@@ -354,10 +354,10 @@ def test_kedro_extract_with_separated_stems(tmp_path):
 
 
 @pytest.mark.slow
-def test_kedro_extract_with_a_yue_model(tmp_path):
+def test_kedro_extract_with_a_yue_model(small_project):
     yue = {"family": "yue", "spec": "debug", "options": MIX}
-    project = make_project(
-        tmp_path / "yue",
+    project = small_project(
+        "yue",
         {
             "globals.yml": {"seed": 0, "sample_rate": 16000},
             "parameters.yml": {

@@ -29,7 +29,7 @@ from musicsae_kedro.pretrain.evidence import (
     residual_features,
 )
 from musicsae_kedro.pretrain.musicgen_lm import codebook_ce
-from tests.helpers.kedro_project import kedro, make_project
+from tests.helpers.kedro_project import kedro
 from tests.models.test_rave_adapter import check_rave_stores, rave_project_overrides
 
 FRESH_SEED = 4242  # the models were trained on seed 0's tracks
@@ -166,10 +166,8 @@ def test_rave_synth_reconstructs_and_follows_the_spectral_envelope(rave, random_
 
 
 @pytest.mark.slow
-def test_kedro_preprocess_and_extract_with_the_embedded_rave(tmp_path: Path):
-    project = make_project(
-        tmp_path / "rave", rave_project_overrides("embedded:rave-synth", [0, 3, 34])
-    )
+def test_kedro_preprocess_and_extract_with_the_embedded_rave(small_project):
+    project = small_project("rave", rave_project_overrides("embedded:rave-synth", [0, 3, 34]))
     for pipeline in ("preprocess", "extract"):
         result = kedro(project, "run", f"--pipeline={pipeline}")
         assert result.returncode == 0, result.stderr[-4000:]

@@ -17,14 +17,13 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from kedro.io import DatasetError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from musicsae_kedro.activations.store import ActivationWriter, StoreLayout
+from musicsae_kedro.activations.store import ActivationWriter
 from musicsae_kedro.datasets import ActivationSetDataset, SAEDataset
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.interpret.config import StatsConfig
@@ -33,6 +32,7 @@ from musicsae_kedro.sae import save_sae
 from tests.helpers.interpret_data import D, make_sae
 from tests.helpers.paths import SRC_PACKAGE
 from tests.helpers.reliability_project import SITE, baseline, fork, run_kedro, store_path
+from tests.helpers.synthetic_store import store_layout
 
 SRC = SRC_PACKAGE
 
@@ -50,22 +50,14 @@ def test_train_refuses_a_truncated_store_naming_it(tmp_path_factory, tmp_path):
     assert not (project / "data/06_models" / SITE / "sae.safetensors").exists()
 
 
-def _store(folder: Path, d: int = D, finalize: bool = True) -> Path:
-    layout = StoreLayout(site=SITE, d=d, track_ids=("a", "b"), rows_per_track=(6, 4))
-    path = folder / "train.h5"
-    with ActivationWriter.open(path, layout) as writer:
-        rng = np.random.default_rng(0)
-        writer.write_track(0, rng.normal(size=(6, d)), np.arange(6))
-        writer.write_track(1, rng.normal(size=(4, d)), np.arange(4))
-        if finalize:
-            writer.finalize()
-    return path
+# two tracks of random rows, as the site's extraction would store them
+STORE = {"rows": (6, 4), "site": SITE, "track_ids": ("a", "b"), "provenance": {}}
 
 
-def test_damaged_stores_are_refused_by_the_catalog_dataset(tmp_path):
-    truncated = _store(tmp_path / "truncated")
+def test_damaged_stores_are_refused_by_the_catalog_dataset(tmp_path, make_store):
+    truncated = make_store(tmp_path / "truncated/train.h5", d=D, **STORE)
     truncated.write_bytes(truncated.read_bytes()[:2000])
-    unfinished = _store(tmp_path / "unfinished", finalize=False)
+    unfinished = make_store(tmp_path / "unfinished/train.h5", d=D, **STORE, finalize=False)
     cases = [
         (truncated, "not a readable HDF5 file; it may be truncated"),
         (unfinished, "incomplete"),
@@ -76,8 +68,8 @@ def test_damaged_stores_are_refused_by_the_catalog_dataset(tmp_path):
         assert str(path) in str(info.value) and "Fix:" in str(info.value)
 
 
-def test_a_store_of_the_wrong_width_is_refused(tmp_path):
-    path = _store(tmp_path, d=D + 3)
+def test_a_store_of_the_wrong_width_is_refused(tmp_path, make_store):
+    path = make_store(tmp_path / "train.h5", d=D + 3, **STORE)
     store = ActivationSetDataset(path=str(tmp_path)).load().open("train")
     with pytest.raises(MusicSAEError, match=f"width {D + 3} but the SAE expects {D}") as info:
         next(stream_feature_stats(store, make_sae(), StatsConfig(progress=False), "train"))
@@ -85,9 +77,8 @@ def test_a_store_of_the_wrong_width_is_refused(tmp_path):
     store.close()
     # resuming an extraction into it with the site's real width: refused, file untouched
     before = path.read_bytes()
-    layout = StoreLayout(site=SITE, d=D, track_ids=("a", "b"), rows_per_track=(6, 4))
     with pytest.raises(MusicSAEError, match="d") as info:
-        ActivationWriter.open(path, layout)
+        ActivationWriter.open(path, store_layout(d=D, **STORE))
     assert str(path) in str(info.value) and path.read_bytes() == before
 
 

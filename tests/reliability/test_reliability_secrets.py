@@ -25,7 +25,6 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from musicsae_kedro.interpret.llm_cache import ResponseCache
-from tests.helpers.kedro_project import make_project
 from tests.helpers.llm_test_server import ChatServer
 from tests.helpers.reliability_project import SITE, run_kedro
 
@@ -58,7 +57,7 @@ class LabelRun:
 
 
 @pytest.fixture(scope="module")
-def labelled(tmp_path_factory) -> LabelRun:
+def labelled(tmp_path_factory, small_project) -> LabelRun:
     overrides = {
         "parameters.yml": {"sites": [{"model": "musicgen", "layers": [1]}]},
         "parameters_interpret.yml": {
@@ -82,7 +81,7 @@ def labelled(tmp_path_factory) -> LabelRun:
             }
         },
     }
-    project = make_project(tmp_path_factory.mktemp("secrets"), overrides)
+    project = small_project("secrets", overrides)
     local = project / "conf/local"
     catalog = yaml.safe_load((local / "catalog.yml").read_text())
     catalog["llm_endpoint"] = {

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from musicsae_kedro.activations.sets import ActivationSet
-from musicsae_kedro.activations.shards import ShardPlan, write_index
-from musicsae_kedro.activations.store import ActivationWriter, StoreLayout
+from musicsae_kedro.activations.store import StoreLayout
 from musicsae_kedro.datasets import ActivationSetDataset
 from musicsae_kedro.errors import MusicSAEError
 from tests.helpers.reliability_project import SITE, baseline, fork, run_kedro, store_path
+from tests.helpers.synthetic_store import write_shards
 
 pytestmark = pytest.mark.slow
 
@@ -37,15 +37,14 @@ def _split_into_shards(folder: Path, finish: set[int]) -> None:
     rows = [store.read_track(t) for t in range(layout.n_tracks)]
     store.close()
     (folder / "train.h5").unlink()
-    plan = ShardPlan("train", layout, WORLD)
-    write_index(folder, plan)
-    for rank, (first, stop) in enumerate(plan.bounds):
-        path = folder / f"train.rank{rank}-of-{WORLD}.h5"
-        with ActivationWriter.open(path, plan.shard_layout(rank)) as writer:
-            for t in range(first, stop):
-                writer.write_track(t - first, *rows[t])
-            if rank in finish:
-                writer.finalize()
+    write_shards(
+        folder,
+        layout,
+        WORLD,
+        acts=lambda t, _n: rows[t][0],
+        frames=lambda t, _n: rows[t][1],
+        finished=finish,
+    )
 
 
 def test_training_refuses_a_missing_shard_and_the_dataset_an_unfinished_one(

@@ -16,12 +16,12 @@ from safetensors.torch import save_file
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.sae import (
     ARCHITECTURES,
-    SAEConfig,
     SparseAutoencoder,
     load_into_dictionary_learning,
     load_sae,
     save_sae,
 )
+from tests.helpers.random_sae import random_sae
 
 D_IN, EXPANSION, K, SCALE = 16, 4, 4, 7.25
 SITE = "musicgen_small.l3"
@@ -35,16 +35,24 @@ CASES = [
 
 
 def _make_sae(architecture: str, threshold: float | None) -> SparseAutoencoder:
-    config = SAEConfig(architecture=architecture, expansion_factor=EXPANSION, k=K)
-    ae = ARCHITECTURES.get(architecture).build_dictionary(D_IN, config.dict_size(D_IN), config)
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
+    def init(ae: torch.nn.Module) -> None:
+        gen = torch.Generator().manual_seed(3)
         # Non-zero biases, so folding the scale into them is actually exercised.
         ae.b_dec.copy_(torch.randn(D_IN, generator=gen) * 0.3)
-        ae.encoder.bias.copy_(torch.randn(config.dict_size(D_IN), generator=gen) * 0.05)
+        ae.encoder.bias.copy_(torch.randn(ae.dict_size, generator=gen) * 0.05)
         if threshold is not None:
             ae.threshold = torch.tensor(threshold)
-    return SparseAutoencoder(ae, SCALE, SITE, config, provenance={"model_spec": "debug"})
+
+    return random_sae(
+        D_IN,
+        architecture=architecture,
+        expansion_factor=EXPANSION,
+        k=K,
+        site=SITE,
+        scale=SCALE,
+        init=init,
+        provenance={"model_spec": "debug"},
+    )
 
 
 def _acts(n: int = 64) -> torch.Tensor:

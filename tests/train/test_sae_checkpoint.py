@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from musicsae_kedro.activations.reader import BlockShuffleReader
-from musicsae_kedro.activations.store import ActivationStore, ActivationWriter, StoreLayout
+from musicsae_kedro.activations.store import ActivationStore
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.sae import EvalConfig, SAEConfig, TrainConfig, train_sae
 from musicsae_kedro.sae.checkpoint import (
@@ -23,6 +23,7 @@ from musicsae_kedro.sae.checkpoint import (
     plan_resume,
     restore_rng,
 )
+from tests.helpers.synthetic_store import sparse_dictionary_rows
 
 D = 16
 ROWS = (300, 420, 250, 380, 290)
@@ -32,31 +33,10 @@ EVERY = 8
 IDENTITY = {"site": "s", "steps": STEPS}
 
 
-def _write_store(path: Path) -> None:
-    layout = StoreLayout(
-        site="s",
-        d=D,
-        track_ids=tuple(f"t{i}" for i in range(len(ROWS))),
-        rows_per_track=ROWS,
-        provenance={"model_spec": "debug"},
-    )
-    rng = np.random.default_rng(3)
-    dictionary_FD = rng.normal(size=(48, D))
-    with ActivationWriter.open(path, layout) as writer:
-        for i, n in enumerate(ROWS):
-            codes_NF = rng.exponential(size=(n, 48)) * (rng.random((n, 48)) < 0.08)
-            acts = (codes_NF @ dictionary_FD + 0.1 * rng.normal(size=(n, D)) + 2.0).astype(
-                np.float16
-            )
-            writer.write_track(i, acts, np.arange(n))
-        writer.finalize()
-
-
 @pytest.fixture(scope="module")
-def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "train.h5"
-    _write_store(path)
-    return path
+def store_path(tmp_path_factory: pytest.TempPathFactory, make_store) -> Path:
+    acts = sparse_dictionary_rows(D, n_features=48, density=0.08, offset=2.0, seed=3)
+    return make_store(tmp_path_factory.mktemp("ckpt") / "train.h5", d=D, rows=ROWS, acts=acts)
 
 
 class Stop(Exception):

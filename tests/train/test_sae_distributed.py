@@ -16,12 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from musicsae_kedro.activations.reader import BlockShuffleReader
-from musicsae_kedro.activations.store import ActivationStore, ActivationWriter, StoreLayout
+from musicsae_kedro.activations.store import ActivationStore
 from musicsae_kedro.sae import EvalConfig, SAEConfig, TrainConfig, train_sae
 from musicsae_kedro.sae.checkpoint import Checkpointer, CheckpointFile, TrainingState
 from musicsae_kedro.sae.engines import sparse_topk
@@ -33,24 +32,6 @@ BATCH = 128  # global: 64 rows per process
 STEPS = 24
 EVERY = 10
 DEAD_AFTER = 2 * BATCH  # tokens: latents silent for 2 steps count as dead (aux loss)
-
-
-def write_store(path: Path) -> None:
-    layout = StoreLayout(
-        site="s",
-        d=D,
-        track_ids=tuple(f"t{i}" for i in range(len(ROWS))),
-        rows_per_track=ROWS,
-        provenance={"model_spec": "debug"},
-    )
-    rng = np.random.default_rng(5)
-    dictionary_FD = rng.normal(size=(40, D))
-    with ActivationWriter.open(path, layout) as writer:
-        for i, n in enumerate(ROWS):
-            codes_NF = rng.exponential(size=(n, 40)) * (rng.random((n, 40)) < 0.1)
-            acts = codes_NF @ dictionary_FD + 0.1 * rng.normal(size=(n, D)) + 1.5
-            writer.write_track(i, acts.astype(np.float16), np.arange(n))
-        writer.finalize()
 
 
 def train(store_path: Path, out: Path) -> None:
@@ -116,9 +97,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_train_the_sae_of_one(tmp_path: Path):
-    store_path = tmp_path / "train.h5"
-    write_store(store_path)
+def test_two_processes_train_the_sae_of_one(tmp_path: Path, make_store):
+    # imported here: the worker runs this file as a script, where `tests` is not importable
+    from tests.helpers.synthetic_store import sparse_dictionary_rows
+
+    acts = sparse_dictionary_rows(D, n_features=40, density=0.1, offset=1.5, seed=5)
+    store_path = make_store(tmp_path / "train.h5", d=D, rows=ROWS, acts=acts)
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
     env = {

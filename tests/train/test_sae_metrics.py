@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, evaluate_sae
+from musicsae_kedro.sae import evaluate_sae
 
 
 class ScaledIdentity:
@@ -47,10 +47,8 @@ def test_explained_variance_is_over_the_window_not_a_mean_of_batches() -> None:
     assert result["tokens"] == 100
 
 
-def test_real_sae_metrics_match_a_hand_computation_with_a_truncated_window() -> None:
-    config = SAEConfig(architecture="topk", expansion_factor=4, k=3)
-    ae = ARCHITECTURES.get("topk").build_dictionary(8, 32, config)
-    sae = SparseAutoencoder(ae, 5.0, "toy.l0", config)
+def test_real_sae_metrics_match_a_hand_computation_with_a_truncated_window(random_sae) -> None:
+    sae = random_sae(8, expansion_factor=4, k=3, site="toy.l0", scale=5.0)
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(1000, 8, generator=gen) * 5.0 + 1.5
     pieces = list(x.split([100, 37, 300, 1, 562]))

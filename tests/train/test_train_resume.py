@@ -39,8 +39,8 @@ OVERRIDES = {
 
 
 @pytest.fixture(scope="module")
-def extracted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = make_project(tmp_path_factory.mktemp("extracted"), OVERRIDES)
+def extracted(small_project) -> Path:
+    project = small_project("extracted", OVERRIDES)
     result = kedro(project, "run", "--pipelines=preprocess,extract")
     assert result.returncode == 0, result.stderr[-4000:]
     return project

@@ -12,10 +12,7 @@ import torch
 from musicsae_kedro.models import ModelConfig, load_adapter
 from musicsae_kedro.models.yue.adapter import WINDOW_LEAD, windowed_edit
 from musicsae_kedro.models.yue.tokens import EOA, SOA, XCODEC, pad_right
-from musicsae_kedro.sae.architectures import ARCHITECTURES
 from musicsae_kedro.sae.ce_recovered import TeacherForcedLM, evaluate_ce_recovered
-from musicsae_kedro.sae.config import SAEConfig
-from musicsae_kedro.sae.model import SparseAutoencoder
 
 N_FRAMES = 12
 # Prompts of different lengths: the audio starts at a different position in each clip.
@@ -138,16 +135,9 @@ def test_site_positions_are_the_stored_rows(adapter, codes):
     assert (zeroed - clean).abs().min() > 1e-3
 
 
-def test_ce_recovered_runs_at_yue_sites_through_the_train_protocol(adapter, codes):
+def test_ce_recovered_runs_at_yue_sites_through_the_train_protocol(adapter, codes, random_sae):
     assert isinstance(adapter, TeacherForcedLM)
-    d = adapter.d_model
-    config = SAEConfig(architecture="topk", expansion_factor=2, k=8)
-    sae = SparseAutoencoder(
-        ARCHITECTURES.get("topk").build_dictionary(d, config.dict_size(d), config),
-        1.0,
-        "yue.l2",
-        config,
-    )
+    sae = random_sae(adapter.d_model, expansion_factor=2, k=8, site="yue.l2")
     stored = adapter.layer_activations(codes, TEXTS, [2], "instrumental").acts_BRD[2]
     mean_D = stored.flatten(0, 1).mean(0)
     result = evaluate_ce_recovered(adapter, 2, "instrumental", sae, mean_D, [(codes, TEXTS)])
