@@ -14,11 +14,10 @@ import soundfile as sf
 from musicsae_kedro.datasets import LLMEndpointDataset
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.interpret.activity import TopClip
-from musicsae_kedro.interpret.clip_audio import ClipAudio, encode_audio
+from musicsae_kedro.interpret.clip_audio import ClipAudio
 from musicsae_kedro.interpret.config import LLMConfig
 from musicsae_kedro.interpret.llm import (
     LABEL_SCHEMA,
-    ClipEvidence,
     InvalidAnswer,
     LLMEndpoint,
     LLMLabeller,
@@ -29,33 +28,8 @@ from musicsae_kedro.interpret.llm import (
 )
 from musicsae_kedro.interpret.llm_cache import ResponseCache, request_key
 from tests.helpers.interpret_data import make_world
+from tests.helpers.llm_labeller import SENTINEL, make_labeller, sample_evidence
 from tests.helpers.llm_test_server import ChatServer
-
-SENTINEL = "sk-SENTINEL-7f3a9c-never-log-me"
-
-
-def _evidence(n: int = 2, seed: int = 0) -> list[ClipEvidence]:
-    rng = np.random.default_rng(seed)
-    return [
-        ClipEvidence(
-            track_id=f"trk{i}",
-            clip_index=0,
-            caption=f"caption {i}",
-            tags=("instrument:piano",),
-            wav_base64=base64.b64encode(
-                encode_audio((0.1 * rng.normal(size=1600)).astype(np.float32), 16000, "wav")
-            ).decode(),
-        )
-        for i in range(n)
-    ]
-
-
-def _labeller(server: ChatServer, cache_dir, sleeps: list[float], **cfg) -> LLMLabeller:
-    config = LLMConfig(
-        **{"enabled": True, "model": "test-model", "timeout_s": 5.0, "backoff_s": 0.5, **cfg}
-    )
-    endpoint = LLMEndpoint(base_url=server.base_url, api_key=SENTINEL)
-    return LLMLabeller(endpoint, config, ResponseCache(cache_dir), sleep=sleeps.append)
 
 
 def test_label_with_audio_parts_and_json_schema_over_real_http(tmp_path):
@@ -106,10 +80,10 @@ def test_retries_with_backoff_honouring_retry_after(tmp_path):
     ]
     sleeps: list[float] = []
     with ChatServer(script) as server:
-        labeller = _labeller(
+        labeller = make_labeller(
             server, tmp_path / "c", sleeps, max_attempts=7, timeout_s=0.3, max_backoff_s=20.0
         )
-        row = labeller.label(1, _evidence())
+        row = labeller.label(1, sample_evidence())
     assert row["status"] == "ok"
     assert [r["step"] for r in server.requests] == script
     # Exponential backoff from 0.5 s, except after the 429 whose Retry-After (7 s) wins.
@@ -123,22 +97,24 @@ def test_retry_after_is_capped_and_parsed(tmp_path):
     assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
     assert retry_after_seconds({"retry-after": "soon"}) is None
     with ChatServer([("429", 100)]) as server:
-        row = _labeller(server, tmp_path / "c", sleeps, max_backoff_s=5.0).label(1, _evidence())
+        row = make_labeller(server, tmp_path / "c", sleeps, max_backoff_s=5.0).label(
+            1, sample_evidence()
+        )
     assert row["status"] == "ok" and sleeps == [5.0]
 
 
 def test_failed_features_are_marked_the_run_goes_on_and_failures_are_not_cached(tmp_path):
     sleeps: list[float] = []
     with ChatServer(["500", "503", "500"]) as server:
-        labeller = _labeller(server, tmp_path / "c", sleeps, max_attempts=3)
-        table = llm_labels(labeller, [1, 2], lambda f: _evidence(seed=f))
+        labeller = make_labeller(server, tmp_path / "c", sleeps, max_attempts=3)
+        table = llm_labels(labeller, [1, 2], lambda f: sample_evidence(seed=f))
         assert list(table["status"]) == ["failed", "ok"]
         failed = table.iloc[0]
         assert failed["error"] == "HTTP 500 (server error) (after 3 attempts)"
         assert failed["label"] == "" and failed["evidence_tracks"] == ["trk0", "trk1"]
         assert len(ResponseCache(tmp_path / "c")) == 1  # only the success
         # Asked again, the failed feature is really asked again (and now succeeds).
-        again = labeller.label(1, _evidence(seed=1))
+        again = labeller.label(1, sample_evidence(seed=1))
     assert again["status"] == "ok"
     assert len(server.requests) == 5 and sleeps == [0.5, 1.0]
 
@@ -146,7 +122,7 @@ def test_failed_features_are_marked_the_run_goes_on_and_failures_are_not_cached(
 def test_client_errors_are_not_retried(tmp_path):
     sleeps: list[float] = []
     with ChatServer(["401"]) as server:
-        row = _labeller(server, tmp_path / "c", sleeps).label(1, _evidence())
+        row = make_labeller(server, tmp_path / "c", sleeps).label(1, sample_evidence())
     assert row["status"] == "failed" and row["error"].startswith("HTTP 401")
     assert len(server.requests) == 1 and sleeps == []
 
@@ -154,13 +130,13 @@ def test_client_errors_are_not_retried(tmp_path):
 def test_cached_answers_make_a_rerun_free(tmp_path):
     sleeps: list[float] = []
     with ChatServer() as server:
-        first = _labeller(server, tmp_path / "c", sleeps).label(4, _evidence())
+        first = make_labeller(server, tmp_path / "c", sleeps).label(4, sample_evidence())
     with ChatServer(["500"] * 10) as broken:
-        second = _labeller(broken, tmp_path / "c", sleeps).label(4, _evidence())
+        second = make_labeller(broken, tmp_path / "c", sleeps).label(4, sample_evidence())
         assert broken.requests == []
         # Different audio is a different request: not served from the cache.
-        third = _labeller(broken, tmp_path / "c", sleeps, max_attempts=1).label(
-            4, _evidence(seed=9)
+        third = make_labeller(broken, tmp_path / "c", sleeps, max_attempts=1).label(
+            4, sample_evidence(seed=9)
         )
     keys = ("feature", "source", "status", "label", "description", "confidence", "evidence_tracks")
     assert [second[k] for k in keys] == [first[k] for k in keys]
@@ -183,8 +159,8 @@ def test_api_key_never_reaches_logs_cache_rows_or_reprs(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     sleeps: list[float] = []
     with ChatServer(["500", "401", "ok"]) as server:
-        labeller = _labeller(server, tmp_path / "c", sleeps, max_attempts=2)
-        table = llm_labels(labeller, [1, 2], lambda f: _evidence(seed=f))
+        labeller = make_labeller(server, tmp_path / "c", sleeps, max_attempts=2)
+        table = llm_labels(labeller, [1, 2], lambda f: sample_evidence(seed=f))
     assert list(table["status"]) == ["failed", "ok"]
     assert SENTINEL not in caplog.text
     assert all(SENTINEL not in p.read_text() for p in (tmp_path / "c").rglob("*.json"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -24,6 +23,7 @@ from musicsae_kedro.models.rave.export import ScriptedRave, export_torchscript
 from musicsae_kedro.models.rave.loading import DEBUG_ARCH, load_rave
 from musicsae_kedro.models.rave.stepping import SteppedRave, reset_streaming_state
 from tests.helpers.kedro_project import kedro
+from tests.helpers.rave_project import check_rave_stores, rave_project_overrides
 
 DEBUG = ModelConfig(family="rave", spec="debug")
 
@@ -232,28 +232,6 @@ def test_kedro_preprocess_and_extract_with_the_debug_rave(small_project):
     result = kedro(project, "run", "--pipeline=extract")
     assert result.returncode == 0, result.stderr[-4000:]
     check_rave_stores(project, {0: 64, 3: 32, 34: 1})
-
-
-def rave_project_overrides(spec: str, layers: list[int]) -> dict[str, dict]:
-    return {
-        "parameters.yml": {
-            "models": {"rave": {"family": "rave", "spec": spec, "device": "cpu", "seed": 0}},
-            "sites": [{"model": "rave", "layers": layers}],
-        },
-        "parameters_preprocess.yml": {
-            "preprocess": {"clips": {"clip_seconds": 2.0, "sample_rate": 8000}, "progress": False}
-        },
-    }
-
-
-def check_rave_stores(project: Path, widths: dict[int, int]) -> None:
-    for layer, width in widths.items():
-        with h5py.File(project / f"data/04_activations/rave.l{layer}/train.h5") as f:
-            assert int(f.attrs["complete"]) == 1
-            assert f["acts"].shape[1] == width
-            # 2-s clips at 8 kHz, hop 128: 125 latent frames per clip, one row each
-            assert f["acts"].shape[0] % 125 == 0 and f["acts"].shape[0] > 0
-            assert np.isfinite(f["acts"][()].astype(np.float32)).all()
 
 
 def test_rave_runs_on_cpu_in_float32_only():

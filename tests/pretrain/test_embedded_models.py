@@ -30,7 +30,7 @@ from musicsae_kedro.pretrain.evidence import (
 )
 from musicsae_kedro.pretrain.musicgen_lm import codebook_ce
 from tests.helpers.kedro_project import kedro
-from tests.models.test_rave_adapter import check_rave_stores, rave_project_overrides
+from tests.helpers.rave_project import check_rave_stores, rave_project_overrides
 
 FRESH_SEED = 4242  # the models were trained on seed 0's tracks
 

@@ -15,8 +15,8 @@ import pytest
 
 from musicsae_kedro.interpret.llm import llm_labels
 from musicsae_kedro.interpret.llm_cache import ResponseCache
+from tests.helpers.llm_labeller import make_labeller, sample_evidence
 from tests.helpers.llm_test_server import ChatServer
-from tests.interpret.test_interpret_llm import _evidence, _labeller
 
 ATTEMPTS = 3
 
@@ -36,7 +36,7 @@ ATTEMPTS = 3
 def test_a_fault_that_persists_fails_only_its_feature(tmp_path, step, reason):
     sleeps: list[float] = []
     with ChatServer([step] * ATTEMPTS) as server:
-        labeller = _labeller(
+        labeller = make_labeller(
             server,
             tmp_path / "cache",
             sleeps,
@@ -44,7 +44,7 @@ def test_a_fault_that_persists_fails_only_its_feature(tmp_path, step, reason):
             timeout_s=0.3,
             max_backoff_s=1.5,
         )
-        table = llm_labels(labeller, [7, 8], lambda f: _evidence(seed=f))
+        table = llm_labels(labeller, [7, 8], lambda f: sample_evidence(seed=f))
     assert list(table["status"]) == ["failed", "ok"]
     failed = table.iloc[0]
     assert failed["error"].startswith(reason)
@@ -64,8 +64,10 @@ def test_an_endpoint_that_is_down_fails_every_feature_and_the_run_goes_on(tmp_pa
     with ChatServer() as server:
         url = server.base_url
     # the server is gone: connection refused on every attempt
-    labeller = _labeller(SimpleNamespace(base_url=url), tmp_path / "cache", sleeps, max_attempts=2)
-    table = llm_labels(labeller, [1, 2, 3], lambda f: _evidence(seed=f))
+    labeller = make_labeller(
+        SimpleNamespace(base_url=url), tmp_path / "cache", sleeps, max_attempts=2
+    )
+    table = llm_labels(labeller, [1, 2, 3], lambda f: sample_evidence(seed=f))
     assert list(table["status"]) == ["failed"] * 3
     assert all(e == "connection error (after 2 attempts)" for e in table["error"])
     assert len(ResponseCache(tmp_path / "cache")) == 0
