@@ -11,6 +11,7 @@ from musicsae_kedro.evidence.intervals import (
     bootstrap_auroc,
     bootstrap_auroc_rows,
     bootstrap_mean,
+    bootstrap_ratio,
     combine_repeats,
     stratified_draws,
 )
@@ -67,6 +68,19 @@ def test_bootstrap_mean_brackets_the_mean_and_drops_non_finite_values(caplog):
         dropped = bootstrap_mean(np.append(values, np.nan), n_resamples=500)
     assert dropped.n == 200 and "not finite" in caplog.text
     assert not bootstrap_mean(np.array([])).defined
+
+
+def test_bootstrap_ratio_is_the_ratio_of_means_over_paired_clips():
+    rng = np.random.default_rng(0)
+    skip_cost = rng.uniform(0.02, 0.05, 100)  # CE_skip - CE_clean per clip
+    sae_cost = 0.7 * skip_cost + rng.normal(0, 0.002, 100)  # CE_sae - CE_clean
+    sae_cost[0], skip_cost[0] = 0.01, 1e-9  # a clip with ~0 denominator must not dominate
+    iv = bootstrap_ratio(sae_cost, skip_cost, n_resamples=500)
+    assert iv.point == pytest.approx(sae_cost.mean() / skip_cost.mean())
+    assert 0.65 < iv.low <= iv.point <= iv.high < 0.75  # per-clip ratios would give ~1e5
+    assert not bootstrap_ratio(np.ones(3), np.zeros(3)).defined
+    with pytest.raises(ValueError, match="denominators"):
+        bootstrap_ratio(np.ones(3), np.ones(4))
 
 
 def _interval(point: float, spread: float, seed: int) -> Interval:

@@ -22,6 +22,7 @@ from musicsae_kedro.evidence.intervals import (
     bootstrap_auroc,
     bootstrap_auroc_rows,
     bootstrap_mean,
+    bootstrap_ratio,
     combine_repeats,
 )
 from musicsae_kedro.evidence.ladder import RUNG_ORDER, Ladder, LadderConfig, concept_ladder
@@ -50,6 +51,7 @@ __all__ = [
     "bootstrap_auroc",
     "bootstrap_auroc_rows",
     "bootstrap_mean",
+    "bootstrap_ratio",
     "clip_descriptors_D",
     "combine_repeats",
     "concept_ladder",

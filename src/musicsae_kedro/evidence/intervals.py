@@ -10,7 +10,9 @@ same interval; score rows that share one label vector share the same draws, so r
 of one concept are compared on the same resampled tracks.
 
 **Mean** (``bootstrap_mean``): a plain bootstrap of the mean of per-clip values (for
-example CE differences, paired by clip by the caller), percentile interval.
+example CE differences, paired by clip by the caller), percentile interval. **Ratio of
+means** (``bootstrap_ratio``): clips resampled in pairs, the ratio of the resampled
+means (for "layer contribution kept" = 1 - that ratio of CE differences).
 
 **Repeated splits** (``combine_repeats``): one headline is averaged over several
 k-fold repeats of the same tracks. The point is the mean of the repeats' points. The
@@ -179,6 +181,41 @@ def bootstrap_mean(
     return percentile_interval(
         float(values_N.mean()), values_N[idx_RN].mean(axis=1), level, values_N.size
     )
+
+
+def bootstrap_ratio(
+    numerator_N: np.ndarray,
+    denominator_N: np.ndarray,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
+    seed: int = 0,
+) -> Interval:
+    """Bootstrap interval of ``mean(numerator) / mean(denominator)`` over paired clips.
+
+    For quantities such as ``(CE_sae - CE_clean) / (CE_skip - CE_clean)``: the clips are
+    resampled together and the ratio of the resampled means is taken, never the mean of
+    per-clip ratios (a clip whose denominator is near 0 would dominate). A draw whose
+    denominator mean is 0 has no ratio (left out); a zero denominator mean: undefined.
+    """
+    num_N = np.asarray(numerator_N, dtype=np.float64).ravel()
+    den_N = np.asarray(denominator_N, dtype=np.float64).ravel()
+    if num_N.size != den_N.size:
+        raise ValueError(f"{num_N.size} numerators but {den_N.size} denominators")
+    finite = np.isfinite(num_N) & np.isfinite(den_N)
+    if not finite.all():
+        logger.warning(
+            "bootstrap_ratio: %d of %d clips are not finite and were left out",
+            int((~finite).sum()),
+            num_N.size,
+        )
+        num_N, den_N = num_N[finite], den_N[finite]
+    if num_N.size == 0 or den_N.mean() == 0:
+        return Interval.undefined(int(num_N.size), level)
+    idx_RN = np.random.default_rng(seed).integers(0, num_N.size, size=(n_resamples, num_N.size))
+    den_R = den_N[idx_RN].mean(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio_R = np.where(den_R != 0, num_N[idx_RN].mean(axis=1) / den_R, np.nan)
+    return percentile_interval(float(num_N.mean() / den_N.mean()), ratio_R, level, num_N.size)
 
 
 def combine_repeats(intervals: Sequence[Interval]) -> Interval:
