@@ -6,7 +6,15 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "musicsae_kedro"
-GLUE = {"datasets", "pipelines", "hooks.py", "settings.py", "pipeline_registry.py", "__main__.py"}
+GLUE = {
+    "datasets",
+    "pipelines",
+    "hooks.py",
+    "settings.py",
+    "pipeline_registry.py",
+    "cli.py",
+    "__main__.py",
+}
 FORBIDDEN = {"kedro", "kedro_datasets", "kedro_mlflow", "kedro_viz", "mlflow"}
 
 
