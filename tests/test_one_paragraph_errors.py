@@ -63,6 +63,7 @@ def test_one_paragraph_for_each_kind_of_user_error(tmp_path):
     text = one_paragraph(info.value, None)
     assert text.startswith("Error: _Sae: k = -4: Input should be greater than or equal to 1.")
     assert "Fix: correct these values in conf/" in text and "\n" not in text
+    assert text.endswith("(`kedro run --verbose` prints its traceback)")  # no log file
 
 
 def test_kedro_echoes_of_a_user_error_stay_off_the_console_and_others_stay():

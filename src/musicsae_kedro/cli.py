@@ -74,8 +74,12 @@ def one_paragraph(error: BaseException, log_file: Path | None) -> str:
     else:
         text = str(error)
     text = re.sub(r"\s*\n\s*", " ", text.strip())
-    where = f"traceback in {_shown(log_file)}; " if log_file else ""
-    return f"Error: {text} ({where}`kedro run --verbose` prints it here)"
+    hint = (
+        f"traceback in {_shown(log_file)}; `kedro run --verbose` prints it here"
+        if log_file
+        else "`kedro run --verbose` prints its traceback"
+    )
+    return f"Error: {text} ({hint})"
 
 
 class _QuietFailureEchoes(logging.Filter):
@@ -92,11 +96,7 @@ class _QuietFailureEchoes(logging.Filter):
 
 @contextmanager
 def _console_quiet_on_user_errors() -> Iterator[None]:
-    consoles = [
-        h
-        for h in logging.getLogger().handlers
-        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-    ]
+    consoles = [h for h in logging.getLogger().handlers if not isinstance(h, logging.FileHandler)]
     quiet = _QuietFailureEchoes()
     for handler in consoles:
         handler.addFilter(quiet)
