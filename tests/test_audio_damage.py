@@ -66,6 +66,14 @@ def test_an_mp3_cut_before_its_first_frame_is_damaged(tmp_path):
         read_audio(cut)
 
 
+def test_bytes_that_only_look_like_an_mp3_are_not_called_damaged(tmp_path):
+    fake = tmp_path / "fake.mp3"
+    fake.write_bytes(b"ID3 not really an mp3")
+    with pytest.raises(MusicSAEError) as info:
+        read_audio(fake)
+    assert info.value.problem.endswith("its 21 bytes are in no format libsndfile reads")
+
+
 def test_a_wav_streamed_without_its_length_is_not_damaged(tmp_path):
     """Writers that cannot seek back leave a placeholder for the data chunk's size."""
     data = bytearray(_write(tmp_path / "full.wav"))

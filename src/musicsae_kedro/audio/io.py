@@ -119,13 +119,22 @@ def _libsndfile_words(exc: Exception) -> str:
 
 
 def _starts_like_mp3(path: str | Path) -> bool:
-    """An ID3 tag or an MPEG audio frame sync at the start of the file."""
+    """A well-formed ID3v2 header or an MPEG audio frame header at the start of the file."""
     try:
         with open(os.fsencode(path), "rb") as fh:
-            head = fh.read(3)
+            head = fh.read(10)
     except OSError:
         return False
-    return head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] >= 0xE0)
+    if head.startswith(b"ID3"):
+        return len(head) == 10 and head[3] in (2, 3, 4) and all(b < 0x80 for b in head[6:])
+    # 11 sync bits, then a version and a layer that are not the reserved values
+    return (
+        len(head) >= 2
+        and head[0] == 0xFF
+        and head[1] >= 0xE0
+        and (head[1] >> 3) & 3 != 1
+        and (head[1] >> 1) & 3 != 0
+    )
 
 
 def _printable(path: Path) -> str:
