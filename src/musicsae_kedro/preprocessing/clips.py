@@ -90,13 +90,14 @@ def track_clips(
         audio_CS, rate = separator(track, audio_CS, rate)
     parts_PCS = audio_CS[None] if audio_CS.ndim == 2 else audio_CS  # stems stacked first
     parts_PS = [resample(to_mono(part_CS), rate, cfg.sample_rate) for part_CS in parts_PCS]
+    clips = [segment(part_S, cfg.clip_samples, cfg.max_clips_per_track) for part_S in parts_PS]
+    # Before the level: the RMS of a track that resamples to no sample at all is NaN.
+    if clips[0].shape[0] == 0:
+        raise RejectTrack(f"too short ({source_seconds:.2f} s < one {cfg.clip_seconds:g} s clip)")
     mix_S = np.sum(parts_PS, axis=0)
     rms = float(np.sqrt(np.mean(np.square(mix_S, dtype=np.float64))))
     if rms <= 10 ** (cfg.silence_dbfs / 20):
         raise RejectTrack(f"silent (RMS below {cfg.silence_dbfs:g} dBFS)")
-    clips = [segment(part_S, cfg.clip_samples, cfg.max_clips_per_track) for part_S in parts_PS]
-    if clips[0].shape[0] == 0:
-        raise RejectTrack(f"too short ({source_seconds:.2f} s < one {cfg.clip_seconds:g} s clip)")
     clips_NS = clips[0] if len(clips) == 1 else np.stack(clips, axis=1)
     return DecodedClips(np.ascontiguousarray(clips_NS), source_rate, source_seconds)
 

@@ -20,6 +20,7 @@ from musicsae_kedro.models.generation import (
     GenerationEdit,
     GenerationSettings,
 )
+from musicsae_kedro.models.hub_errors import hub_error
 from musicsae_kedro.models.musicgen.configs import DEBUG_LAYERS
 from musicsae_kedro.models.musicgen.delay import (
     IGNORE_INDEX,
@@ -79,11 +80,7 @@ class MusicgenAdapter(ModelAdapter):
                 spec.path, local_files_only=spec.kind != "hub"
             )
         except OSError as exc:
-            raise MusicSAEError(
-                config.spec,
-                f"cannot read the model config ({exc})",
-                "list the layers explicitly in `sites` or make the checkpoint available locally",
-            ) from exc
+            raise hub_error(spec, exc, "the model config") from exc
         return int(model_config.decoder.num_hidden_layers)
 
     @property
