@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
-from pydantic_core import PydanticUndefined
 
 from musicsae_kedro.errors import MusicSAEError
 
@@ -71,7 +70,7 @@ class ParamsModel(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise config_error(type(self), exc, data, type(self).__name__) from None
+            raise config_error(type(self), exc, data, f"parameters {type(self).__name__}") from None
 
     # Validation behaves as pydantic's own __init__ (as RootModel marks its override):
     # nested configs and ``model_validate`` stay in pydantic's validator, so a nested
@@ -84,14 +83,17 @@ class ParamsModel(BaseModel):
             raise Invalid(problem, fix, field, getattr(self, field))
 
 
-def parse_params(cls: type[M], raw: Mapping[str, Any] | None, where: str) -> M:
-    """``cls`` from the parameter mapping ``raw`` (``None``: every default).
+def parse_params(
+    cls: type[M], raw: Mapping[str, Any] | None, where: str, *, source: str = "parameters"
+) -> M:
+    """``cls`` from the mapping ``raw`` (``None``: every default).
 
-    ``where`` names the parameter block in the error (e.g. ``"preprocess.clips"``).
+    ``where`` names the block in the error (e.g. ``"preprocess.clips"``), after its
+    ``source`` (``parameters``; ``catalog`` for a dataset's options).
     """
     if raw is not None and not isinstance(raw, Mapping):
         raise MusicSAEError(
-            f"parameters {where}",
+            f"{source} {where}",
             f"expected a mapping of key: value pairs, got {type(raw).__name__} {raw!r}",
             f"write {where} as a block of keys ({', '.join(cls.model_fields)})",
         )
@@ -99,13 +101,14 @@ def parse_params(cls: type[M], raw: Mapping[str, Any] | None, where: str) -> M:
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise config_error(cls, exc, data, where) from None
+        raise config_error(cls, exc, data, f"{source} {where}") from None
 
 
 def config_error(cls: type[BaseModel], exc: ValidationError, raw: Any, where: str) -> MusicSAEError:
-    """One ``MusicSAEError`` paragraph for every problem pydantic found in ``raw``."""
+    """One ``MusicSAEError`` paragraph for every problem pydantic found in ``raw``
+    (``where`` names the block: ``parameters preprocess.clips``, ``fma corpus options``)."""
     problems, fixes = explain(cls, exc, raw)
-    return MusicSAEError(f"parameters {where}", "; ".join(problems), "; ".join(fixes))
+    return MusicSAEError(where, "; ".join(problems), "; ".join(fixes))
 
 
 def explain(
@@ -131,19 +134,21 @@ def explain(
         problem, fix = _words(error, name, value, annotation, field)
         problems.append(problem)
         fixes.append(fix)
+    unknown_problems, unknown_fixes = [], []
     for parent, keys in unknown.items():
         model = _model_in(_resolve(cls, parent)[1]) or cls
         inside = f" in {_path(prefix + parent)}" if prefix + parent else ""
-        problems.insert(0, f"unknown keys {sorted(keys)}{inside}")
-        fixes.insert(0, f"remove or correct them; use only {list(model.model_fields)}")
-    return problems, fixes
+        unknown_problems.append(f"unknown keys {sorted(keys)}{inside}")
+        unknown_fixes.append(f"remove or correct them; use only {list(model.model_fields)}")
+    fixes = list(dict.fromkeys(unknown_fixes + fixes))  # the same fix once
+    return unknown_problems + problems, fixes
 
 
 def _words(error: Any, name: str, value: Any, annotation: Any, field: Any) -> tuple[str, str]:
     kind = error["type"]
     ctx = error.get("ctx") or {}
-    default = getattr(field, "default", PydanticUndefined)
-    hint = "" if default is PydanticUndefined or default is None else f" (default {default!r})"
+    default = getattr(field, "default", None)
+    hint = f" (default {_yaml(default)})" if isinstance(default, int | float | str) else ""
     if kind in ("value_error", "assertion_error"):
         cause = ctx.get("error")
         problem, fix = (
@@ -167,7 +172,7 @@ def _words(error: Any, name: str, value: Any, annotation: Any, field: Any) -> tu
     }
     if kind in bounds:
         op, key = bounds[kind]
-        bound = ctx[key]
+        bound = _yaml(ctx[key])
         return f"field {name!r} = {value!r} must be {op} {bound}", f"use a value {op} {bound}{hint}"
     if kind in ("too_short", "string_too_short"):
         what = (
@@ -189,6 +194,15 @@ def _words(error: Any, name: str, value: Any, annotation: Any, field: Any) -> tu
     else:
         fix = f"write {name} as {described}{hint}"
     return f"field {name!r} = {value!r} must be {described}", fix
+
+
+def _yaml(value: Any) -> str:
+    """A default or a bound as YAML writes it (``true``, ``0``, ``'cpu'``)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if value != "" else "''"
 
 
 # --------------------------------------------------------------------------- types
@@ -292,19 +306,3 @@ def _describe(annotation: Any, plural: bool = False) -> str:
         return "values" if plural else "a value"
     return getattr(member, "__name__", str(member))
 
-
-def config_from_dict(cls: Any, raw: Mapping[str, Any] | None, where: str) -> Any:
-    """The dataclass-era builder, until every config is a ``ParamsModel``."""
-    import dataclasses
-
-    raw = dict(raw or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(raw) - names
-    if unknown:
-        raise MusicSAEError(
-            f"parameters {where}", f"unknown keys {sorted(unknown)}", f"use only {sorted(names)}"
-        )
-    try:
-        return cls(**raw)
-    except (TypeError, ValueError) as exc:
-        raise MusicSAEError(f"parameters {where}", str(exc), "fix the values") from exc
