@@ -338,9 +338,7 @@ def test_rebatch_recuts_in_order_and_drops_the_partial_tail() -> None:
 
 
 def test_train_config_from_dict_rejects_typos_and_bad_values() -> None:
-    with pytest.raises(
-        MusicSAEError, match=r"parameters TrainConfig: unknown keys \['stpes'\]"
-    ):
+    with pytest.raises(MusicSAEError, match=r"parameters TrainConfig: unknown keys \['stpes'\]"):
         TrainConfig.from_dict({"stpes": 10})
     with pytest.raises(MusicSAEError, match="exactly one"):
         TrainConfig.from_dict({"steps": 10, "total_tokens": 100, "warmup_steps": 1})

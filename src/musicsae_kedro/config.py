@@ -175,11 +175,8 @@ def _words(error: Any, name: str, value: Any, annotation: Any, field: Any) -> tu
         bound = _yaml(ctx[key])
         return f"field {name!r} = {value!r} must be {op} {bound}", f"use a value {op} {bound}{hint}"
     if kind in ("too_short", "string_too_short"):
-        what = (
-            "must not be empty"
-            if ctx.get("min_length") == 1
-            else (f"must have at least {ctx.get('min_length')} items")
-        )
+        minimum = ctx.get("min_length")
+        what = "must not be empty" if minimum == 1 else f"must have at least {minimum} items"
         return f"field {name!r} = {value!r} {what}", f"give {name} a value{hint}"
     if kind in ("too_long", "string_too_long"):
         return (
@@ -305,4 +302,3 @@ def _describe(annotation: Any, plural: bool = False) -> str:
     if member is Any:
         return "values" if plural else "a value"
     return getattr(member, "__name__", str(member))
-
