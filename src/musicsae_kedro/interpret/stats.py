@@ -10,7 +10,6 @@ dictionary size and N, never by the number of tracks or tokens.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 from collections.abc import Iterator
@@ -140,7 +139,7 @@ def stream_feature_stats(
         track_ids=tuple(store.track_ids),
         store_fingerprint=store.fingerprint,
         sae_fingerprint=sae_fingerprint(sae),
-        config=dataclasses.asdict(cfg),
+        config=cfg.model_dump(),
     )
     yield StatsStarted(layout)
     sae = sae.to(cfg.device).eval()

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from pydantic import Field, PositiveInt
 from tqdm.auto import tqdm
 
 from musicsae_kedro.audio.transforms import resample, segment, to_mono
+from musicsae_kedro.config import ParamsModel
 from musicsae_kedro.corpora.base import CorpusPlugin, Track
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.preprocessing.clip_store import (
@@ -30,15 +32,15 @@ Stem = Literal["mix", "instrumental", "vocals", "vocals+instrumental"]
 StemSeparator = Callable[[Track, np.ndarray, int], tuple[np.ndarray, int]]
 
 
-@dataclass(frozen=True)
-class ClipConfig:
+class ClipConfig(ParamsModel):
     """How tracks become clips (``preprocess.clips`` parameters)."""
 
-    sample_rate: int
-    """Target rate: the codec's rate of the model that will read the clips."""
-    clip_seconds: float = 4.0
+    sample_rate: PositiveInt
+    """Target rate (``globals.yml``): it must be the codec rate of every model that reads
+    the clips (the model adapter says it; ``encode_codes`` refuses clips at another)."""
+    clip_seconds: float = Field(4.0, gt=0, allow_inf_nan=False)
     """Clip length; the tail shorter than a clip is dropped."""
-    max_clips_per_track: int | None = None
+    max_clips_per_track: PositiveInt | None = None
     """Keep at most this many clips from the start of each track (None: all)."""
     silence_dbfs: float = -70.0
     """Tracks whose RMS is below this level are rejected as silent."""
@@ -52,10 +54,6 @@ class ClipConfig:
 
     def settings(self, separator: str = "") -> ClipSettings:
         return ClipSettings(self.sample_rate, self.clip_samples, self.stem, separator)
-
-    def __post_init__(self) -> None:
-        if not self.clip_seconds > 0 or self.sample_rate <= 0:
-            raise ValueError("clip_seconds and sample_rate must be positive")
 
 
 class RejectTrack(Exception):

@@ -21,7 +21,7 @@ from musicsae_kedro.collect.extract import (
     stream_generated,
 )
 from musicsae_kedro.collect.prefetch import prefetched
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import parse_params
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import ModelConfig, load_adapter
 from musicsae_kedro.preprocessing.codes_store import CodesStore
@@ -44,7 +44,7 @@ def extract_activations(
     Under ``accelerate launch`` / ``torchrun`` each process writes its share of every
     split to its own shard; the node returns once every process is done.
     """
-    cfg = config_from_dict(ExtractConfig, extract, "extract")
+    cfg = parse_params(ExtractConfig, extract, "extract")
     config = ModelConfig.from_dict(model_key, model)
     shard = current_shard(config.device)
     adapter = load_adapter(config)

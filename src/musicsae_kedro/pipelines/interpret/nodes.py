@@ -14,7 +14,7 @@ from musicsae_kedro.activations.sets import ActivationSet
 from musicsae_kedro.activations.store import ActivationStore
 from musicsae_kedro.clap.config import ClapConfig
 from musicsae_kedro.clap.scorer import ClapScorer
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import parse_params
 from musicsae_kedro.interpret.activity import top_clips, unique_clips
 from musicsae_kedro.interpret.clap_margins import clap_margins, random_heldout_clips, unscored
 from musicsae_kedro.interpret.clip_audio import ClipAudio
@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 
 def _config(cls: type, interpret: dict[str, Any], key: str) -> Any:
-    return config_from_dict(cls, (interpret or {}).get(key), f"interpret.{key}")
+    return parse_params(cls, (interpret or {}).get(key), f"interpret.{key}")
 
 
 def _run_id(sae_metrics: dict[str, Any] | None) -> str | None:

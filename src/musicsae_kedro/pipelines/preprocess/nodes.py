@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from musicsae_kedro.audio.stems import CachedStemSeparator, SeparatorConfig
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import parse_params
 from musicsae_kedro.corpora.base import CorpusPlugin
 from musicsae_kedro.models.base import ModelConfig, load_adapter
 from musicsae_kedro.preprocessing.clip_store import (
@@ -38,11 +38,11 @@ def prepare_clips(
     Streams one item per track to the clip store, which commits it at once: a crash
     loses at most the track in flight, and a rerun skips committed and rejected tracks.
     """
-    cfg = config_from_dict(ClipConfig, preprocess.get("clips"), "preprocess.clips")
+    cfg = parse_params(ClipConfig, preprocess.get("clips"), "preprocess.clips")
     progress = preprocess.get("progress", True)
     separator = None
     if cfg.stem != "mix":  # the mix needs no separation, even with a separator configured
-        stems = config_from_dict(SeparatorConfig, preprocess.get("stems"), "preprocess.stems")
+        stems = parse_params(SeparatorConfig, preprocess.get("stems"), "preprocess.stems")
         separator = CachedStemSeparator(stems, cfg.stem, progress=progress)
     yield cfg.settings(separator=stems.label() if separator else "")
     if done_track_ids:
@@ -63,9 +63,9 @@ def make_manifest(
     clips: ClipStore, preprocess: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Tracks (with the held-out split), clips (with conditioning text), and rejects."""
-    clip_cfg = config_from_dict(ClipConfig, preprocess.get("clips"), "preprocess.clips")
-    split_cfg = config_from_dict(SplitConfig, preprocess.get("split"), "preprocess.split")
-    text_cfg = config_from_dict(
+    clip_cfg = parse_params(ClipConfig, preprocess.get("clips"), "preprocess.clips")
+    split_cfg = parse_params(SplitConfig, preprocess.get("split"), "preprocess.split")
+    text_cfg = parse_params(
         ConditioningConfig, preprocess.get("conditioning"), "preprocess.conditioning"
     )
     tracks, clip_table = build_manifest(clips.records(), clip_cfg.clip_seconds, split_cfg, text_cfg)

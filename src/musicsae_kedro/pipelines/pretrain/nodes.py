@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import parse_params
 from musicsae_kedro.models.rave.architecture import build_autoencoder
 from musicsae_kedro.models.rave.export import export_torchscript
 from musicsae_kedro.models.rave.stepping import SteppedRave
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 
 def _corpus_cfg(pretrain: dict[str, Any]) -> PretrainCorpusConfig:
-    return config_from_dict(PretrainCorpusConfig, pretrain.get("corpus"), "pretrain.corpus")
+    return parse_params(PretrainCorpusConfig, pretrain.get("corpus"), "pretrain.corpus")
 
 
 def _environment() -> dict[str, Any]:
@@ -57,9 +57,13 @@ def train_musicgen_synth(
 ) -> tuple[MusicgenBundle, dict[str, Any]]:
     """Fit the codec's codebooks, encode the corpus, train the decoder LM."""
     corpus_cfg = _corpus_cfg(pretrain)
-    codec_cfg = config_from_dict(CodecFitConfig, pretrain.get("codec"), "pretrain.codec")
-    cfg = config_from_dict(MusicgenTrainConfig, pretrain.get("musicgen"), "pretrain.musicgen")
-    params = {"corpus": asdict(corpus_cfg), "codec": asdict(codec_cfg), "train": asdict(cfg)}
+    codec_cfg = parse_params(CodecFitConfig, pretrain.get("codec"), "pretrain.codec")
+    cfg = parse_params(MusicgenTrainConfig, pretrain.get("musicgen"), "pretrain.musicgen")
+    params = {
+        "corpus": corpus_cfg.model_dump(),
+        "codec": codec_cfg.model_dump(),
+        "train": cfg.model_dump(),
+    }
     with child_run("pretrain.musicgen_synth", params, {"stage": "pretrain"}) as (log_fn, _):
         model, tokenizer = build_synth_musicgen(cfg)
         train_audio = corpus.audio_NS[~corpus.heldout_N]
@@ -85,8 +89,8 @@ def train_rave_synth(
 ) -> tuple[RaveExport, dict[str, Any]]:
     """Train the autoencoder and export it in the distributed TorchScript layout."""
     corpus_cfg = _corpus_cfg(pretrain)
-    cfg = config_from_dict(RaveTrainConfig, pretrain.get("rave"), "pretrain.rave")
-    params = {"corpus": asdict(corpus_cfg), "train": asdict(cfg)}
+    cfg = parse_params(RaveTrainConfig, pretrain.get("rave"), "pretrain.rave")
+    params = {"corpus": corpus_cfg.model_dump(), "train": cfg.model_dump()}
     with child_run("pretrain.rave_synth", params, {"stage": "pretrain"}) as (log_fn, _):
         train_NS = corpus.audio_NS[~corpus.heldout_N]
         model, metrics = train_rave(
@@ -108,7 +112,7 @@ def musicgen_synth_evidence(
     bundle: MusicgenBundle, corpus: SynthClips, pretrain: dict[str, Any]
 ) -> dict[str, Any]:
     """CE against baselines, per-layer skip CE and label probes on held-out tracks."""
-    cfg = config_from_dict(EvidenceConfig, pretrain.get("evidence"), "pretrain.evidence")
+    cfg = parse_params(EvidenceConfig, pretrain.get("evidence"), "pretrain.evidence")
     heldout = corpus.split(True)
     heldout = heldout.subset(range(min(cfg.heldout_clips, len(heldout.captions))))
     return musicgen_evidence(bundle.model, bundle.tokenizer, corpus.split(False), heldout, cfg)
@@ -118,8 +122,8 @@ def rave_synth_evidence(
     export: RaveExport, corpus: SynthClips, pretrain: dict[str, Any]
 ) -> dict[str, Any]:
     """Reconstruction and pitch following of the export against a random model."""
-    cfg = config_from_dict(EvidenceConfig, pretrain.get("evidence"), "pretrain.evidence")
-    train_cfg = config_from_dict(RaveTrainConfig, pretrain.get("rave"), "pretrain.rave")
+    cfg = parse_params(EvidenceConfig, pretrain.get("evidence"), "pretrain.evidence")
+    train_cfg = parse_params(RaveTrainConfig, pretrain.get("rave"), "pretrain.rave")
     arch = arch_config(train_cfg, corpus.sample_rate)
     random_module = export_torchscript(
         build_autoencoder(arch, cfg.seed + 1),

@@ -5,18 +5,18 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from pydantic import PositiveInt
 
 from musicsae_kedro.activations.reader import BlockShuffleReader
 from musicsae_kedro.activations.sets import ActivationSet
 from musicsae_kedro.activations.store import ActivationStore
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import ParamsModel, parse_params
 from musicsae_kedro.models.base import ModelConfig, load_adapter
 from musicsae_kedro.pipelines.tracking import child_run, log_artifact_file, log_figure
 from musicsae_kedro.preprocessing.codes_store import CodesStore
@@ -65,13 +65,12 @@ SUMMARY_COLUMNS = [
 ]
 
 
-@dataclass(frozen=True)
-class ReaderConfig:
+class ReaderConfig(ParamsModel):
     """How training batches are read from the HDF5 store (``train.reader``)."""
 
-    block_rows: int = 8192
+    block_rows: PositiveInt = 8192
     """Rows per contiguous block read."""
-    buffer_blocks: int = 8
+    buffer_blocks: PositiveInt = 8
     """Blocks pooled and shuffled together in RAM."""
     prefetch: bool = True
     """Read the next buffer in a background thread."""
@@ -138,8 +137,8 @@ def train_site_sae(
     train_cfg = TrainConfig.from_dict(params.get("train"), "train.train")
     eval_cfg = EvalConfig.from_dict(params.get("eval"), "train.eval")
     ckpt_cfg = CheckpointConfig.from_dict(params.get("checkpoint"), "train.checkpoint")
-    reader_cfg = config_from_dict(ReaderConfig, params.get("reader"), "train.reader")
-    ce_cfg = config_from_dict(CEConfig, params.get("ce"), "train.ce")
+    reader_cfg = parse_params(ReaderConfig, params.get("reader"), "train.reader")
+    ce_cfg = parse_params(CEConfig, params.get("ce"), "train.ce")
     parallel = current_reducer(train_cfg.device)
     train_store = activations.open("train")
     heldout_store = activations.open("heldout")
@@ -153,11 +152,11 @@ def train_site_sae(
         "train_tokens": train_store.n_rows,
         "heldout_tokens": heldout_store.n_rows,
         "data_fingerprint": train_store.fingerprint,
-        "sae": sae_cfg.to_dict(),
-        "train": train_cfg.to_dict(),
-        "eval": eval_cfg.to_dict(),
-        "reader": asdict(reader_cfg),
-        "ce": asdict(ce_cfg),
+        "sae": sae_cfg.model_dump(),
+        "train": train_cfg.model_dump(),
+        "eval": eval_cfg.model_dump(),
+        "reader": reader_cfg.model_dump(),
+        "ce": ce_cfg.model_dump(),
     }
     # What the result depends on: a resume must present the same (the progress bar and
     # the checkpoint interval are free to change).
