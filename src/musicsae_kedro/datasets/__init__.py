@@ -23,6 +23,7 @@ _MODULES = {
     "InterventionStoreDataset": "intervene",
     "LLMCacheDataset": "interpret",
     "LLMEndpointDataset": "interpret",
+    "EncodecBundleDataset": "pretrain",
     "MusicgenBundleDataset": "pretrain",
     "RaveExportDataset": "pretrain",
     "SAEDataset": "sae",

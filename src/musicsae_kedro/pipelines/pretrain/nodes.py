@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
+import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from musicsae_kedro.config import parse_params
+from musicsae_kedro.corpora.synthetic import make_config
+from musicsae_kedro.errors import MusicSAEError
+from musicsae_kedro.models.base import EMBEDDED_DIR
 from musicsae_kedro.models.rave.architecture import build_autoencoder
 from musicsae_kedro.models.rave.export import export_torchscript
 from musicsae_kedro.models.rave.stepping import SteppedRave
 from musicsae_kedro.pipelines.tracking import child_run
-from musicsae_kedro.pretrain.artifacts import MusicgenBundle, RaveExport
+from musicsae_kedro.pretrain.artifacts import (
+    CARD_FILE,
+    EncodecBundle,
+    MusicgenBundle,
+    RaveExport,
+    load_encodec_bundle,
+    load_musicgen_bundle,
+)
+from musicsae_kedro.pretrain.codec_evidence import codec_evidence
+from musicsae_kedro.pretrain.codec_training import fingerprint, train_codec
 from musicsae_kedro.pretrain.config import (
+    CodecEvidenceConfig,
     CodecFitConfig,
+    CodecTrainConfig,
     EvidenceConfig,
     MusicgenTrainConfig,
     PretrainCorpusConfig,
@@ -106,6 +123,106 @@ def train_rave_synth(
         "environment": _environment(),
     }
     return RaveExport(export_trained(model, train_NS), card), metrics
+
+
+def _codec_cfg(pretrain: dict[str, Any]) -> CodecTrainConfig:
+    return parse_params(CodecTrainConfig, pretrain.get("codec_training"), "pretrain.codec_training")
+
+
+def _reusable(cfg: CodecTrainConfig, print_: str) -> EncodecBundle | None:
+    """The codec in ``cfg.reuse_dir`` if its card has this fingerprint and enough steps."""
+    if cfg.reuse_dir is None or not (Path(cfg.reuse_dir) / CARD_FILE).exists():
+        return None
+    card = json.loads((Path(cfg.reuse_dir) / CARD_FILE).read_text())
+    if card.get("fingerprint") != print_ or card.get("steps_reached", 0) < cfg.steps:
+        logger.info(
+            "%s holds another codec (fingerprint %s, %s steps): training",
+            cfg.reuse_dir,
+            card.get("fingerprint"),
+            card.get("steps_reached"),
+        )
+        return None
+    logger.info("reusing the trained codec in %s (fingerprint %s)", cfg.reuse_dir, print_)
+    return load_encodec_bundle(cfg.reuse_dir)
+
+
+def train_encodec_synth(
+    corpus: SynthClips, pretrain: dict[str, Any]
+) -> tuple[EncodecBundle, dict[str, Any]]:
+    """Train the 8 kHz EnCodec (or continue from its checkpoint, or reuse a shipped codec
+    of the same configuration)."""
+    corpus_cfg = _corpus_cfg(pretrain)
+    cfg = _codec_cfg(pretrain)
+    data = {"corpus": corpus_cfg.model_dump(), "sample_rate": corpus.sample_rate}
+    print_ = fingerprint(cfg, data)
+    reused = _reusable(cfg, print_)
+    if reused is not None:
+        return reused, {**reused.card.get("metrics", {}), "reused": cfg.reuse_dir}
+    params = {"corpus": corpus_cfg.model_dump(), "train": cfg.model_dump()}
+    started = time.perf_counter()
+    with child_run("pretrain.encodec_synth", params, {"stage": "pretrain"}) as (log_fn, _):
+        codec, metrics = train_codec(
+            corpus.audio_NS[~corpus.heldout_N],
+            corpus.audio_NS[corpus.heldout_N],
+            cfg,
+            corpus.sample_rate,
+            cfg.checkpoint_path,
+            data,
+            log_fn,
+        )
+        final = metrics["history"][-1] if metrics["history"] else {}
+        log_fn(
+            {f"final/{k.split('/')[-1]}": v for k, v in final.items() if k != "step"},
+            int(metrics["steps_reached"]),
+        )
+    card = {
+        "name": "encodec-synth",
+        "fingerprint": print_,
+        "steps_reached": metrics["steps_reached"],
+        **params,
+        "architecture": codec.config.to_diff_dict(),
+        "parameters": sum(p.numel() for p in codec.parameters()),
+        "metrics": {k: v for k, v in metrics.items() if k != "history"},
+        "heldout_history": metrics["history"],
+        "node_wall_seconds": time.perf_counter() - started,
+        "environment": _environment(),
+    }
+    return EncodecBundle(codec, card), {k: v for k, v in metrics.items() if k != "history"}
+
+
+def encodec_synth_evidence(
+    bundle: EncodecBundle, corpus: SynthClips, pretrain: dict[str, Any]
+) -> dict[str, Any]:
+    """Reconstruction and label probes of the trained codec against the previous codec
+    (``embedded:musicgen-synth``'s), silence and the original audio, on tracks rendered
+    from a seed disjoint from training."""
+    corpus_cfg = _corpus_cfg(pretrain)
+    cfg = parse_params(
+        CodecEvidenceConfig, pretrain.get("codec_evidence"), "pretrain.codec_evidence"
+    )
+    if cfg.seed == corpus_cfg.seed:
+        raise MusicSAEError(
+            "parameters pretrain.codec_evidence.seed",
+            f"seed {cfg.seed} is the training corpus's: its tracks are not disjoint",
+            "use another seed",
+        )
+    heldout = render_corpus(
+        corpus_cfg.model_copy(update={"n_tracks": cfg.n_tracks, "seed": cfg.seed})
+    )
+    previous = load_musicgen_bundle(EMBEDDED_DIR / "musicgen-synth").model.audio_encoder
+    evidence = codec_evidence(
+        bundle.codec,
+        previous,
+        corpus.split(False),
+        heldout,
+        make_config().vocabularies(),
+        cfg,
+    )
+    return {
+        "config": cfg.model_dump(),
+        "codec_card_fingerprint": bundle.card.get("fingerprint"),
+        **evidence,
+    }
 
 
 def musicgen_synth_evidence(
