@@ -359,3 +359,12 @@ def train_codec(
         "history": trainer.history,
         "last_train": smoothed,
     }
+
+
+def codec_from_checkpoint(path: str | Path, cfg: CodecTrainConfig) -> tuple[EncodecModel, int]:
+    """The codec weights (codebooks included) and step of a training checkpoint, e.g. to
+    publish what an interrupted run has reached."""
+    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    codec = build_codec(cfg)
+    codec.load_state_dict(state["codec"])
+    return codec.eval(), int(state["step"])

@@ -27,13 +27,17 @@ class PretrainCorpusConfig(ParamsModel):
 
 
 class CodecFitConfig(ParamsModel):
-    """How the MusicGen-synth EnCodec's RVQ codebooks are fitted (its convolutions stay
-    random; see ``models/musicgen/codebooks.py``)."""
+    """MusicGen-synth's codec: a trained one (``trained``), or random convolutions whose
+    RVQ codebooks are fitted by k-means (see ``models/musicgen/codebooks.py``)."""
 
     kmeans_iters: PositiveInt = 20
     """Lloyd iterations per residual level."""
     max_frames: PositiveInt = 60000
     """Encoder frames (sampled from the training clips) the k-means sees."""
+    trained: str | None = None
+    """Folder of a trained codec (``save_pretrained`` + ``card.json``, e.g.
+    ``src/musicsae_kedro/embedded/encodec-synth``) to use as MusicGen-synth's audio
+    encoder instead: then nothing is fitted and the fields above are unused."""
 
 
 class MusicgenTrainConfig(ParamsModel):

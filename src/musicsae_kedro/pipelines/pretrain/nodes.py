@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +18,7 @@ from musicsae_kedro.config import parse_params
 from musicsae_kedro.corpora.synthetic import make_config
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import EMBEDDED_DIR
+from musicsae_kedro.models.musicgen.codebooks import code_usage
 from musicsae_kedro.models.rave.architecture import build_autoencoder
 from musicsae_kedro.models.rave.export import export_torchscript
 from musicsae_kedro.models.rave.stepping import SteppedRave
@@ -82,9 +85,17 @@ def train_musicgen_synth(
         "train": cfg.model_dump(),
     }
     with child_run("pretrain.musicgen_synth", params, {"stage": "pretrain"}) as (log_fn, _):
-        model, tokenizer = build_synth_musicgen(cfg)
         train_audio = corpus.audio_NS[~corpus.heldout_N]
-        usage = fit_synth_codec(model, train_audio, codec_cfg, cfg.seed)
+        if codec_cfg.trained is not None:
+            codec = load_encodec_bundle(codec_cfg.trained)
+            params["codec_card"] = {
+                k: codec.card.get(k) for k in ("name", "fingerprint", "steps_reached")
+            }
+            model, tokenizer = build_synth_musicgen(cfg, codec=codec.codec)
+            usage = code_usage(encode_clips(model, train_audio[:256]))
+        else:
+            model, tokenizer = build_synth_musicgen(cfg)
+            usage = fit_synth_codec(model, train_audio, codec_cfg, cfg.seed)
         codes_NKT = encode_clips(model, corpus.audio_NS)
         metrics = train_musicgen(
             model, tokenizer, codes_NKT, corpus.captions, corpus.heldout_N, cfg, log_fn
@@ -159,7 +170,7 @@ def train_encodec_synth(
     if reused is not None:
         return reused, {**reused.card.get("metrics", {}), "reused": cfg.reuse_dir}
     params = {"corpus": corpus_cfg.model_dump(), "train": cfg.model_dump()}
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()
     with child_run("pretrain.encodec_synth", params, {"stage": "pretrain"}) as (log_fn, _):
         codec, metrics = train_codec(
             corpus.audio_NS[~corpus.heldout_N],
@@ -185,6 +196,8 @@ def train_encodec_synth(
         "metrics": {k: v for k, v in metrics.items() if k != "history"},
         "heldout_history": metrics["history"],
         "node_wall_seconds": time.perf_counter() - started,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
         "environment": _environment(),
     }
     return EncodecBundle(codec, card), {k: v for k, v in metrics.items() if k != "history"}
