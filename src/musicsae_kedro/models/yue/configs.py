@@ -23,6 +23,7 @@ from transformers import LlamaConfig
 
 from musicsae_kedro.config import config_from_dict
 from musicsae_kedro.errors import MusicSAEError
+from musicsae_kedro.models.yue.layout import DEBUG_LAYERS
 
 # --------------------------------------------------------------------------- tokens
 
@@ -82,8 +83,6 @@ YUE_S1_SIZES = {
     "m-a-p/YuE-s1-7B-anneal-en-cot": (4096, 32, 32, 4, 11008),
     "m-a-p/YuE-s1-7B-anneal-en-icl": (4096, 32, 32, 4, 11008),
 }
-
-DEBUG_LAYERS = 4
 
 
 def debug_config(n_layers: int = DEBUG_LAYERS, hidden: int = 64) -> LlamaConfig:
