@@ -111,6 +111,28 @@ class _Prefetcher(Generic[T]):
         self._thread.join()
 
 
+@dataclass(frozen=True)
+class ReaderConfig:
+    """How training batches are read from the HDF5 store (``train.reader``)."""
+
+    block_rows: int = 8192
+    """Rows per contiguous block read."""
+    buffer_blocks: int = 8
+    """Blocks pooled and shuffled together in RAM."""
+    prefetch: bool = True
+    """Read the next buffer in a background thread."""
+
+
+def sample_digest(store: ActivationStore, blocks: int = 8, rows: int = 16) -> str:
+    """SHA-256 (16 hex digits) of ``blocks`` evenly spaced runs of ``rows`` stored rows:
+    a cheap check that a store's content is the one a checkpoint was trained on."""
+    digest = hashlib.sha256()
+    for start in np.linspace(0, max(store.n_rows - rows, 0), blocks).astype(np.int64):
+        stop = min(int(start) + rows, store.n_rows)
+        digest.update(np.ascontiguousarray(store.read_rows(int(start), stop)).tobytes())
+    return digest.hexdigest()[:16]
+
+
 class BlockShuffleReader:
     """Endless, deterministic, resumable stream of shuffled activation batches.
 
