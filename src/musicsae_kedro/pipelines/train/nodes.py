@@ -1,25 +1,24 @@
-"""SAE training nodes: one SAE per site (and sweep point), and a summary of all of them."""
+"""SAE training nodes: one SAE per site (and sweep point), and a summary of all of them.
+
+Registering pipelines imports this module: the library (torch, MLflow) is imported
+inside the nodes, the classes in the signatures for type checking only.
+"""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-from matplotlib.figure import Figure
-
-from musicsae_kedro.activations.sets import ActivationSet
 from musicsae_kedro.models.base import ModelConfig
-from musicsae_kedro.pipelines.tracking import MlflowTracker, log_figure
-from musicsae_kedro.preprocessing.codes_store import CodesStore
-from musicsae_kedro.sae.checkpoint import CheckpointFile
-from musicsae_kedro.sae.figures import pareto_figure
-from musicsae_kedro.sae.model import SparseAutoencoder
-from musicsae_kedro.sae.site_training import SiteTrainingConfig, train_site
 from musicsae_kedro.sae.sweep import SweepPoint, apply_overrides
-from musicsae_kedro.tables import markdown_table
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from musicsae_kedro.activations.sets import ActivationSet
+    from musicsae_kedro.preprocessing.codes_store import CodesStore
+    from musicsae_kedro.sae.checkpoint import CheckpointFile
+    from musicsae_kedro.sae.model import SparseAutoencoder
 
 SUMMARY_COLUMNS = [
     "site",
@@ -54,6 +53,9 @@ def train_site_sae(
 ) -> tuple[SparseAutoencoder, dict[str, Any]]:
     """Train the site's SAE (``sae.site_training.train_site``: resume, training,
     held-out evaluation, CE recovered), recorded as a nested MLflow run."""
+    from musicsae_kedro.pipelines.tracking import MlflowTracker
+    from musicsae_kedro.sae.site_training import SiteTrainingConfig, train_site
+
     return train_site(
         activations,
         tracks,
@@ -69,6 +71,12 @@ def train_site_sae(
 def summarize_saes(*metrics: dict[str, Any]) -> tuple[pd.DataFrame, str, Figure]:
     """One row per trained SAE (every site and sweep point), as a table, markdown and
     an explained-variance-vs-L0 figure; also logged to the Kedro run in MLflow."""
+    import pandas as pd
+
+    from musicsae_kedro.pipelines.tracking import log_figure
+    from musicsae_kedro.sae.figures import pareto_figure
+    from musicsae_kedro.tables import markdown_table
+
     summary = pd.DataFrame([{c: m.get(c) for c in SUMMARY_COLUMNS} for m in metrics])
     summary = summary.sort_values(["site", "point"]).reset_index(drop=True)
     markdown = "# Trained SAEs (held-out metrics)\n\n" + markdown_table(
