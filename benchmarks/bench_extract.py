@@ -14,7 +14,7 @@ Per repeat, in alternating order so that load from other processes hits both ali
   batches of clips (inputs built the same way, codes already in memory), no hooks, in a
   background thread like the extraction's passes (``prefetched``);
 - ``extract``: the extraction path of ``kedro run --pipeline=extract``: the stream of
-  ``musicsae_kedro.activations.extract`` (nnsight pass collecting all 8 layers, stored
+  ``musicsae_kedro.collect.extract`` (nnsight pass collecting all 8 layers, stored
   positions, float16) saved through ``ActivationSetDataset`` into one HDF5 store per
   site and split (preallocated, per-track commit with fsync).
 
@@ -40,14 +40,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from musicsae_kedro.activations.extract import (
+from musicsae_kedro.activations.shards import Shard
+from musicsae_kedro.collect.extract import (
     ExtractConfig,
     plan_layouts,
-    prefetched,
     split_targets,
     stream_activations,
 )
-from musicsae_kedro.activations.shards import Shard
+from musicsae_kedro.collect.prefetch import prefetched
 from musicsae_kedro.datasets.activations import ActivationSetDataset
 from musicsae_kedro.models.base import ModelConfig, load_adapter
 from musicsae_kedro.models.musicgen.configs import debug_config

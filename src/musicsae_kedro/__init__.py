@@ -1,7 +1,7 @@
 """musicsae-kedro: sparse-autoencoder features in generative music models.
 
-The domain library (``audio``, ``corpora``, ``preprocessing``, ``models``,
-``activations``, ``sae``) never imports Kedro or MLflow; the Kedro glue lives in
+The domain library is built in floors, each importing only the floors below it
+(``docs/architecture.md``), and never imports Kedro or MLflow; the Kedro glue lives in
 ``datasets``, ``pipelines``, ``hooks``, ``settings`` and ``pipeline_registry``.
 """
 

@@ -21,7 +21,7 @@ import torch
 
 from musicsae_kedro.ablation.config import AblationMode
 from musicsae_kedro.audio.transforms import resample
-from musicsae_kedro.interpret.clap import ClapScorer
+from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.models.generation import GenerationEdit, GenerationSettings
 
 logger = logging.getLogger(__name__)

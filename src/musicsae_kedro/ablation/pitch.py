@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from musicsae_kedro.ablation.config import ShiftMethod
-from musicsae_kedro.pretrain.spectral import (
+from musicsae_kedro.audio.spectral import (
     estimate_shift_semitones,
     pitch_shift,
     spectral_centroid_hz,

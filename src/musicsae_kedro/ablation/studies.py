@@ -33,15 +33,15 @@ from musicsae_kedro.ablation.layers import (
 )
 from musicsae_kedro.ablation.pitch_patching import pitch_patching
 from musicsae_kedro.ablation.reports import layer_ablation_markdown, pitch_patching_markdown
+from musicsae_kedro.clap.config import ClapConfig
+from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.config import config_from_dict
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.interpret.clap import ClapScorer
-from musicsae_kedro.interpret.config import ClapConfig
 from musicsae_kedro.models.base import ModelConfig, load_adapter, resolve_layers
 from musicsae_kedro.models.generation import GenerationSettings
 from musicsae_kedro.preprocessing.clip_store import ClipStore
 from musicsae_kedro.preprocessing.codes_store import CodesStore
-from musicsae_kedro.preprocessing.manifest import HELDOUT, TRAIN
+from musicsae_kedro.splits import HELDOUT, TRAIN
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from musicsae_kedro.activations.shards import (
     shard_file,
 )
 from musicsae_kedro.activations.store import ActivationStore, committed_tracks
+from musicsae_kedro.durable import safe_key
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.preprocessing.atomic import safe_key
-from musicsae_kedro.preprocessing.manifest import SPLITS
+from musicsae_kedro.splits import SPLITS
 
 
 class ActivationSet:

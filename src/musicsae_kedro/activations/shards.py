@@ -34,8 +34,8 @@ from musicsae_kedro.activations.store import (
     LayoutView,
     StoreLayout,
 )
+from musicsae_kedro.durable import write_json_atomic
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.preprocessing.atomic import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

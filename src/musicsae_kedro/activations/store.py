@@ -31,17 +31,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 from h5py import h5d, h5p
 
+from musicsae_kedro.durable import (
+    ClosesOnExit,
+    H5Handle,
+    H5Kind,
+    atomic_path,
+    fsync_h5,
+    open_h5,
+)
 from musicsae_kedro.errors import MusicSAEError
 
 if TYPE_CHECKING:
@@ -55,6 +61,14 @@ ACTS_DTYPE = np.dtype(np.float16)
 INDEX_DTYPE = np.dtype(np.int32)
 TEMP_SUFFIX = ".creating"
 EXTRACT_FIX = "rerun `kedro run --pipeline=extract` to finish it (committed tracks are kept)"
+STORE_FILE = H5Kind(
+    what="activation store",
+    create_fix="check the path, or run `kedro run --pipeline=extract` to create it",
+    damaged_fix="delete it and rerun `kedro run --pipeline=extract` to recreate it",
+    temp_suffix=TEMP_SUFFIX,
+    temp_hint=" (only the unfinished temporary file {temp} exists: extraction was "
+    "interrupted before any track was written)",
+)
 
 ProvenanceValue = str | int | float
 
@@ -133,24 +147,6 @@ class StoreLayout:
 # --------------------------------------------------------------------------- helpers
 
 
-def _temp_path(path: Path) -> Path:
-    return path.with_name(path.name + TEMP_SUFFIX)
-
-
-def _fsync_file(f: h5py.File) -> None:
-    """Push HDF5's buffers to the OS, then the OS's to disk."""
-    f.flush()
-    os.fsync(f.id.get_vfd_handle())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # HDF5's own bytes beyond the arrays (superblock, object headers, attributes, B-trees);
 # measured at about 12 KiB for a store, whatever its row count.
 _METADATA_BYTES = 32 * 1024
@@ -205,40 +201,9 @@ def _plain_value(value: Any) -> ProvenanceValue:
     return value
 
 
-def _open_h5(path: Path, mode: str) -> h5py.File:
-    """Open an HDF5 file, turning HDF5's errors into ones a user can act on."""
-    if not path.exists():
-        temp = _temp_path(path)
-        hint = (
-            f" (only the unfinished temporary file {temp.name} exists: extraction was "
-            "interrupted before any track was written)"
-            if temp.exists()
-            else ""
-        )
-        raise MusicSAEError(
-            path,
-            f"no activation store at this path{hint}",
-            "check the path, or run `kedro run --pipeline=extract` to create it",
-        )
-    try:
-        return h5py.File(path, mode)
-    except OSError as exc:
-        if "unable to lock file" in str(exc).lower():
-            raise MusicSAEError(
-                path,
-                f"the file is locked by another process ({exc})",
-                "wait for the process writing it to finish, or stop it",
-            ) from exc
-        raise MusicSAEError(
-            path,
-            f"not a readable HDF5 file; it may be truncated or corrupt ({exc})",
-            "delete it and rerun `kedro run --pipeline=extract` to recreate it",
-        ) from exc
-
-
 def _validate_format(f: h5py.File, path: Path) -> None:
     """Check that ``f`` is a structurally sound activation store."""
-    fix = "delete it and rerun `kedro run --pipeline=extract` to recreate it"
+    fix = STORE_FILE.damaged_fix
     if f.attrs.get("format") != FORMAT_NAME:
         raise MusicSAEError(path, f"not an activation store (no format={FORMAT_NAME!r})", fix)
     version = int(f.attrs.get("format_version", -1))
@@ -348,7 +313,7 @@ def committed_tracks(path: str | Path, layout: StoreLayout | None = None) -> set
     path = Path(path)
     if not path.exists():
         return set()
-    with _open_h5(path, "r") as f:
+    with open_h5(path, "r", STORE_FILE) as f:
         _validate_format(f, path)
         if layout is not None:
             diffs = _layout_differences(_read_layout(f), layout)
@@ -367,7 +332,7 @@ def _layout_mismatch(path: Path, diffs: list[str]) -> MusicSAEError:
     )
 
 
-class ActivationWriter:
+class ActivationWriter(H5Handle):
     """Writes one store track by track; crash-safe and resumable (see module docs).
 
     Use :meth:`open` (creates the file or resumes the existing one) as a context
@@ -375,9 +340,8 @@ class ActivationWriter:
     """
 
     def __init__(self, path: Path, layout: StoreLayout, h5file: h5py.File) -> None:
-        self.path = path
+        super().__init__(path, h5file)
         self.layout = layout
-        self._file: h5py.File | None = h5file
         self._starts_T = layout.track_starts()
         self._committed_T = h5file["tracks/committed"][()].astype(bool)
 
@@ -395,12 +359,12 @@ class ActivationWriter:
         if path.exists():
             # Validate read-only first: a file we refuse is never opened for writing
             # (h5py's "r+" would even turn an empty file into a fresh HDF5 file).
-            with _open_h5(path, "r") as h5file:
+            with open_h5(path, "r", STORE_FILE) as h5file:
                 _validate_format(h5file, path)
                 diffs = _layout_differences(_read_layout(h5file), layout)
             if diffs:
                 raise _layout_mismatch(path, diffs)
-            writer = cls(path, layout, _open_h5(path, "r+"))
+            writer = cls(path, layout, open_h5(path, "r+", STORE_FILE))
             logger.info(
                 "Resuming activation store %s: %d/%d tracks committed",
                 path,
@@ -409,18 +373,19 @@ class ActivationWriter:
             )
             return writer
         cls._create(path, layout)
-        return cls(path, layout, h5py.File(path, "r+"))
+        return cls(path, layout, open_h5(path, "r+", STORE_FILE))
 
     @staticmethod
     def _create(path: Path, layout: StoreLayout) -> None:
         """Write every piece of metadata under a temp name, then rename it into place."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = _temp_path(path)
+        temp = STORE_FILE.temp_path(path)
         if temp.exists():
             logger.info("Discarding unfinished temporary store %s", temp)
             temp.unlink()
         _reserve(temp, path, expected_file_bytes(layout))
-        with h5py.File(temp, "w") as f:
+        # Committed (fsync, rename, fsync of the folder) once HDF5 has closed the file.
+        with atomic_path(path, temp=temp), h5py.File(temp, "w") as f:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = np.int64(FORMAT_VERSION)
             f.attrs["site"] = layout.site
@@ -446,9 +411,6 @@ class ActivationWriter:
             tracks.create_dataset("start", data=layout.track_starts())
             tracks.create_dataset("rows", data=np.asarray(layout.rows_per_track, np.int64))
             tracks.create_dataset("committed", data=np.zeros(layout.n_tracks, np.uint8))
-            _fsync_file(f)
-        os.replace(temp, path)
-        _fsync_dir(path.parent)
         logger.info(
             "Created activation store %s: %d tracks, %d rows x %d (%.2f GB)",
             path,
@@ -459,12 +421,6 @@ class ActivationWriter:
         )
 
     # -- writing ---------------------------------------------------------------------
-
-    @property
-    def _h5(self) -> h5py.File:
-        if self._file is None:
-            raise RuntimeError(f"activation writer for {self.path} is closed")
-        return self._file
 
     def committed_tracks(self) -> set[int]:
         """Indices of the tracks whose rows are durable."""
@@ -518,9 +474,9 @@ class ActivationWriter:
             f["acts"].write_direct(acts16_ND, dest_sel=rows_sel)
             f["track"].write_direct(np.full(rows, track_index, INDEX_DTYPE), dest_sel=rows_sel)
             f["frame"].write_direct(frames_N.astype(INDEX_DTYPE), dest_sel=rows_sel)
-            _fsync_file(f)  # rows durable before the flag that vouches for them
+            fsync_h5(f)  # rows durable before the flag that vouches for them
         f["tracks/committed"][track_index] = 1
-        _fsync_file(f)
+        fsync_h5(f)
         self._committed_T[track_index] = True
         return True
 
@@ -540,30 +496,14 @@ class ActivationWriter:
             return
         # modify() rewrites the attribute in place (same type and size): no metadata moves.
         f.attrs.modify("complete", np.uint8(1))
-        _fsync_file(f)
+        fsync_h5(f)
         logger.info("Activation store %s is complete", self.path)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------- reader
 
 
-class LayoutView:
+class LayoutView(ClosesOnExit):
     """Read-only properties every store view derives from its ``layout``."""
 
     layout: StoreLayout
@@ -603,9 +543,6 @@ class LayoutView:
     def read_rows_into(self, start: int, stop: int, out_ND: np.ndarray) -> None:
         raise NotImplementedError
 
-    def close(self) -> None:
-        raise NotImplementedError
-
     def track_slice(self, track_index: int) -> slice:
         """Rows of track ``track_index``."""
         if not 0 <= track_index < self.n_tracks:
@@ -634,24 +571,12 @@ class LayoutView:
         for block_start in range(start, stop, block_rows):
             yield block_start, self.read_rows(block_start, min(block_start + block_rows, stop))
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class ActivationStore(LayoutView):
+class ActivationStore(H5Handle, LayoutView):
     """Read-only view of one store; serves contiguous row ranges (never single rows)."""
 
     def __init__(self, path: Path, h5file: h5py.File) -> None:
-        self.path = path
-        self._file: h5py.File | None = h5file
+        super().__init__(path, h5file)
         self.layout = _read_layout(h5file)
         self._starts_T = self.layout.track_starts()
         self._committed_T = h5file["tracks/committed"][()].astype(bool)
@@ -672,7 +597,7 @@ class ActivationStore(LayoutView):
         or of width other than ``expected_d``.
         """
         path = Path(path)
-        h5file = _open_h5(path, "r")
+        h5file = open_h5(path, "r", STORE_FILE)
         try:
             _validate_format(h5file, path)
             store = cls(path, h5file)
@@ -710,12 +635,6 @@ class ActivationStore(LayoutView):
 
     # -- data ------------------------------------------------------------------------
 
-    @property
-    def _h5(self) -> h5py.File:
-        if self._file is None:
-            raise RuntimeError(f"activation store {self.path} is closed")
-        return self._file
-
     def read_rows_into(self, start: int, stop: int, out_ND: np.ndarray) -> None:
         """Copy rows ``[start, stop)`` into the float16 array ``out_ND`` (no allocation)."""
         self._check_range(start, stop)
@@ -732,8 +651,3 @@ class ActivationStore(LayoutView):
         """``(acts_ND float16, frames_N int32)`` of one track."""
         rows = self.track_slice(track_index)
         return self.read_rows(rows.start, rows.stop), self._h5["frame"][rows]
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None

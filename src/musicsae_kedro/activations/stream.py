@@ -1,4 +1,7 @@
-"""Items a streaming extraction yields, one per track, for an append-capable store."""
+"""Items a streaming extraction yields, one per track, for an append-capable store.
+
+The collector (``musicsae_kedro.collect``) yields them; the store's dataset commits them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from musicsae_kedro.activations.disk import DiskBudget
+from musicsae_kedro.activations.shards import ShardPlan
 from musicsae_kedro.activations.store import StoreLayout
 
 
@@ -38,3 +43,30 @@ class SplitStarted:
 
 
 StreamItem = TrackActivations | SplitDone | SplitStarted
+
+
+@dataclass(frozen=True)
+class ShardStarted:
+    """A multi-process stream is about to write its shard of ``split`` (creates or
+    resumes the shard file; writes or checks the split's shard index)."""
+
+    split: str
+    plan: ShardPlan
+    rank: int
+
+    @property
+    def layout(self) -> StoreLayout:
+        return self.plan.shard_layout(self.rank)
+
+
+@dataclass(frozen=True)
+class TrackAudio:
+    """A generated track's audio: written (atomically) before the track's rows commit."""
+
+    split: str
+    track_id: str
+    audio_CS: np.ndarray
+    sample_rate: int
+
+
+ExtractItem = StreamItem | ShardStarted | TrackAudio | DiskBudget

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from musicsae_kedro.durable import write_atomic
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.preprocessing.atomic import write_atomic
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 

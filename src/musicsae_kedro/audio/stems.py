@@ -36,8 +36,8 @@ from torch import nn
 from musicsae_kedro.audio.io import write_audio_atomic
 from musicsae_kedro.audio.stem_models import load_separator_model
 from musicsae_kedro.audio.transforms import resample
+from musicsae_kedro.durable import safe_key, write_json_atomic
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.preprocessing.atomic import safe_key, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

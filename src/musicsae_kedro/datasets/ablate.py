@@ -13,7 +13,7 @@ import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
 from musicsae_kedro.ablation import StudyReport
-from musicsae_kedro.preprocessing.atomic import write_bytes_atomic
+from musicsae_kedro.durable import write_bytes_atomic
 
 FILES = ("settings.json", "table.parquet", "table.md", "figure.png")
 

@@ -8,11 +8,17 @@ from kedro.io import AbstractDataset, DatasetError
 
 from musicsae_kedro import faults
 from musicsae_kedro.activations.disk import DiskBudget, ensure_free_space
-from musicsae_kedro.activations.extract import ExtractItem, ShardStarted, TrackAudio
 from musicsae_kedro.activations.sets import ActivationSet
 from musicsae_kedro.activations.shards import Shard, write_index
 from musicsae_kedro.activations.store import ActivationWriter
-from musicsae_kedro.activations.stream import SplitDone, SplitStarted, TrackActivations
+from musicsae_kedro.activations.stream import (
+    ExtractItem,
+    ShardStarted,
+    SplitDone,
+    SplitStarted,
+    TrackActivations,
+    TrackAudio,
+)
 from musicsae_kedro.audio.io import write_audio_atomic
 from musicsae_kedro.errors import MusicSAEError
 

@@ -157,29 +157,6 @@ class LLMConfig:
 
 
 @dataclass(frozen=True)
-class ClapConfig:
-    """CLAP scoring of labels against audio (``interpret.clap``)."""
-
-    spec: str = "debug"
-    """``debug`` (tiny random CLAP, offline), a local ``save_pretrained`` folder, or a hub
-    id such as ``laion/clap-htsat-unfused``."""
-    device: str = "cpu"
-    """Where CLAP runs."""
-    clips_per_feature: int = 5
-    """Held-out top clips of a feature each label is compared with."""
-    random_clips: int = 16
-    """Random held-out clips every label is also compared with (the baseline)."""
-    batch_size: int = 8
-    """Clips per CLAP audio forward pass."""
-    seed: int = 0
-    """Seeds the debug model, the random baseline clips and CLAP's random crops."""
-
-    def __post_init__(self) -> None:
-        _positive(self, "clips_per_feature", "random_clips", "batch_size")
-        _check(self, bool(self.spec), "spec", "must not be empty", "use debug or a model path")
-
-
-@dataclass(frozen=True)
 class GroundTruthConfig:
     """Concept recovery on a corpus with ground-truth tags (``interpret.ground_truth``)."""
 

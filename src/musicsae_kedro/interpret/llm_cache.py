@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from musicsae_kedro.preprocessing.atomic import write_json_atomic
+from musicsae_kedro.durable import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from musicsae_kedro.durable import safe_key, write_bytes_atomic
 from musicsae_kedro.interpret.activity import TopClip
 from musicsae_kedro.interpret.clip_audio import ClipAudio, encode_audio
 from musicsae_kedro.interpret.config import ReportConfig
 from musicsae_kedro.interpret.labels import LLM_SOURCE_PREFIX, TAG_SOURCE, as_list
 from musicsae_kedro.interpret.stats_store import FeatureStats
 from musicsae_kedro.interpret.svg import histogram, line_chart
-from musicsae_kedro.preprocessing.atomic import safe_key, write_bytes_atomic
 
 MEDIA_DIR = "report_files"
 CSP = (

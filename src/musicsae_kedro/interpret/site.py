@@ -15,17 +15,13 @@ import pandas as pd
 
 from musicsae_kedro.activations.sets import ActivationSet
 from musicsae_kedro.activations.store import ActivationStore
+from musicsae_kedro.clap.config import ClapConfig
+from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.interpret.activity import top_clips, unique_clips
-from musicsae_kedro.interpret.clap import (
-    ClapScorer,
-    clap_margins,
-    random_heldout_clips,
-    unscored,
-)
+from musicsae_kedro.interpret.clap_margins import clap_margins, random_heldout_clips, unscored
 from musicsae_kedro.interpret.clip_audio import ClipAudio
 from musicsae_kedro.interpret.config import (
     CandidateConfig,
-    ClapConfig,
     EnrichmentConfig,
     GroundTruthConfig,
     LLMConfig,
@@ -52,8 +48,8 @@ from musicsae_kedro.interpret.stats import (
 )
 from musicsae_kedro.interpret.stats_store import FeatureStatsSet
 from musicsae_kedro.preprocessing.clip_store import ClipStore
-from musicsae_kedro.preprocessing.manifest import HELDOUT, SPLITS, TRAIN
 from musicsae_kedro.sae.model import SparseAutoencoder
+from musicsae_kedro.splits import HELDOUT, SPLITS, TRAIN
 
 logger = logging.getLogger(__name__)
 

@@ -25,16 +25,14 @@ restarts rather than resumes).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import h5py
 import numpy as np
 from h5py import h5d, h5p
 
+from musicsae_kedro.durable import H5Handle, H5Kind, commit_file, open_h5
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.interpret.units import UnitTable
 
@@ -42,6 +40,13 @@ FORMAT_NAME = "musicsae-feature-stats"
 FORMAT_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
 _RERUN_FIX = "rerun `kedro run --pipeline=interpret` to recompute the statistics"
+STATS_FILE = H5Kind(
+    what="feature statistics",
+    create_fix=_RERUN_FIX,
+    damaged_fix=_RERUN_FIX,
+    temp_suffix=PARTIAL_SUFFIX,
+    temp_hint=" (only an unfinished .partial file exists)",
+)
 
 
 @dataclass(frozen=True)
@@ -86,22 +91,17 @@ class FeatureSummary:
     """Means of ``top_unit_FN``; -inf in empty slots."""
 
 
-def _fsync_h5(f: h5py.File) -> None:
-    f.flush()
-    os.fsync(f.id.get_vfd_handle())
-
-
-class FeatureStatsWriter:
+class FeatureStatsWriter(H5Handle):
     """Creates one stats file: ``write_means`` as units complete, then ``finalize``."""
 
     def __init__(self, path: str | Path, layout: StatsLayout) -> None:
-        self.path = Path(path)
+        path = Path(path)
         self.layout = layout
-        self._partial = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._partial = STATS_FILE.temp_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._partial.unlink(missing_ok=True)  # a crashed run's leftovers
         f = h5py.File(self._partial, "w")
-        self._file: h5py.File | None = f
+        super().__init__(path, f)
         units = layout.units
         f.attrs.update(
             {
@@ -141,12 +141,6 @@ class FeatureStatsWriter:
             dtype=h5py.string_dtype("utf-8"),
         )
 
-    @property
-    def _h5(self) -> h5py.File:
-        if self._file is None:
-            raise RuntimeError(f"stats writer for {self.path} is closed")
-        return self._file
-
     def write_means(self, first_unit: int, means_UF: np.ndarray) -> None:
         """Write the means of units ``first_unit ..`` (straight to the file)."""
         n = means_UF.shape[0]
@@ -166,42 +160,18 @@ class FeatureStatsWriter:
             ("top_value", summary.top_value_FN),
         ):
             f.create_dataset(f"features/{name}", data=values)
-        _fsync_h5(f)
         self.close()
-        os.replace(self._partial, self.path)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        commit_file(self._partial, self.path)
 
 
-class FeatureStats:
+class FeatureStats(H5Handle):
     """Read-only view of one finished stats file. Small arrays are loaded on open;
     ``unit_means`` stays on disk and is read by rows or by feature columns."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            partial = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
-            hint = " (only an unfinished .partial file exists)" if partial.exists() else ""
-            raise MusicSAEError(self.path, f"no feature statistics here{hint}", _RERUN_FIX)
-        try:
-            f = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise MusicSAEError(self.path, f"not a readable HDF5 file ({exc})", _RERUN_FIX) from exc
-        self._file: h5py.File | None = f
+        path = Path(path)
+        f = open_h5(path, "r", STATS_FILE)
+        super().__init__(path, f)
         try:
             if f.attrs.get("format") != FORMAT_NAME:
                 raise MusicSAEError(self.path, "not a feature statistics file", _RERUN_FIX)
@@ -253,28 +223,6 @@ class FeatureStats:
     def feature_means(self, first: int, last: int) -> np.ndarray:
         """Columns ``[first, last)`` of ``unit_means``: ``[U, last - first]`` float32."""
         return self._h5["unit_means"][:, first:last]
-
-    @property
-    def _h5(self) -> h5py.File:
-        if self._file is None:
-            raise RuntimeError(f"feature statistics {self.path} are closed")
-        return self._file
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class FeatureStatsSet:

@@ -21,14 +21,14 @@ import numpy as np
 import soundfile as sf
 
 from musicsae_kedro.audio.io import write_audio_atomic
-from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.preprocessing.atomic import (
+from musicsae_kedro.durable import (
     append_jsonl,
     read_jsonl,
     repair_jsonl,
     safe_key,
     write_json_atomic,
 )
+from musicsae_kedro.errors import MusicSAEError
 
 
 @dataclass(frozen=True)

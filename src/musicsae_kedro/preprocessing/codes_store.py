@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from musicsae_kedro.durable import save_npy_atomic, write_json_atomic
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.preprocessing.atomic import save_npy_atomic, write_json_atomic
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,7 @@ import pandas as pd
 from musicsae_kedro.corpora.tables import render_caption
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.preprocessing.clip_store import TrackRecord
-
-TRAIN, HELDOUT = "train", "heldout"
-SPLITS = (TRAIN, HELDOUT)
+from musicsae_kedro.splits import HELDOUT, TRAIN
 
 
 @dataclass(frozen=True)

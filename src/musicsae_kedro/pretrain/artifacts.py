@@ -4,8 +4,6 @@ and RAVE-synth (a TorchScript export + card.json), written atomically per file."
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +13,10 @@ import torch
 from transformers import AutoTokenizer, MusicgenForConditionalGeneration, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from musicsae_kedro.durable import atomic_path, write_json_atomic
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.musicgen.loading import save_model
 from musicsae_kedro.models.rave.loading import load_torchscript
-from musicsae_kedro.preprocessing.atomic import write_json_atomic
 
 CARD_FILE = "card.json"
 
@@ -69,16 +67,9 @@ def save_rave_export(export: RaveExport, folder: str | Path, name: str) -> None:
     for stale in folder.glob("*.ts"):
         if stale != target:
             stale.unlink()
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".ts.tmp")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is RAVE's format
-            torch.jit.save(export.module, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(target) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is RAVE's format
+        torch.jit.save(export.module, str(tmp))
     write_json_atomic(folder / CARD_FILE, export.card)
 
 

@@ -18,6 +18,11 @@ import numpy as np
 import torch
 from transformers import MusicgenForConditionalGeneration, PreTrainedTokenizerBase
 
+from musicsae_kedro.audio.spectral import (
+    estimate_shift_semitones,
+    pitch_shift,
+    spectral_centroid_hz,
+)
 from musicsae_kedro.corpora.synthetic import CONCEPTS
 from musicsae_kedro.models.musicgen.delay import decoder_inputs, stored_positions
 from musicsae_kedro.models.rave.stepping import SteppedRave
@@ -32,11 +37,6 @@ from musicsae_kedro.pretrain.musicgen_lm import (
 )
 from musicsae_kedro.pretrain.probes import bag_of_codes, fit_probe_accuracy
 from musicsae_kedro.pretrain.rave_ae import spectral_distance
-from musicsae_kedro.pretrain.spectral import (
-    estimate_shift_semitones,
-    pitch_shift,
-    spectral_centroid_hz,
-)
 
 logger = logging.getLogger(__name__)
 

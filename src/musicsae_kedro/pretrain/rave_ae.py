@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from musicsae_kedro.audio.spectral import multiscale_spectral_distance
 from musicsae_kedro.models.rave.architecture import (
     RaveArchConfig,
     RaveAutoencoder,
@@ -23,7 +24,6 @@ from musicsae_kedro.models.rave.architecture import (
 )
 from musicsae_kedro.models.rave.export import export_torchscript, latent_pca
 from musicsae_kedro.pretrain.config import RaveTrainConfig
-from musicsae_kedro.pretrain.spectral import multiscale_spectral_distance
 
 logger = logging.getLogger(__name__)
 LogFn = Callable[[dict[str, float], int], None]

@@ -8,17 +8,15 @@ one: relu, jumprelu, gated), normalisation scale, site, encode rule (``topk``,
 architecture options included), code version, plus provenance: trainer config JSON,
 training data fingerprint and whatever the caller adds (e.g. the model spec).
 
-Writes are atomic (temp file in the same folder, fsync, ``os.replace``); loads check the
-metadata against the tensors so a tampered or mismatched file fails with a clear error.
+Writes are atomic (``musicsae_kedro.durable``: temp file in the same folder, fsync,
+``os.replace``, fsync of the folder); loads check the metadata against the tensors so a
+tampered or mismatched file fails with a clear error.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -30,6 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import musicsae_kedro
+from musicsae_kedro.durable import atomic_path
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.sae.architectures import ARCHITECTURES, ENCODE_RULES, Architecture
 from musicsae_kedro.sae.config import SAEConfig
@@ -67,16 +66,6 @@ def code_version() -> str:
     except PackageNotFoundError:
         dl_version = "unknown"
     return f"musicsae_kedro {musicsae_kedro.__version__}; dictionary_learning {dl_version}"
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename durable; some platforms cannot open folders, which is harmless.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def save_sae(
@@ -129,18 +118,8 @@ def save_sae(
     tensors = {
         name: tensor.detach().to("cpu").contiguous() for name, tensor in sae.ae.state_dict().items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
     return path
 
 

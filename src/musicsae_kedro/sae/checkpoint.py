@@ -26,14 +26,11 @@ training loop (``sae.train.train_sae``) saves through, every N steps.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import logging
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +40,7 @@ import numpy as np
 import torch
 
 from musicsae_kedro import faults
+from musicsae_kedro.durable import write_atomic
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.sae.architectures import ARCHITECTURES
 from musicsae_kedro.sae.config import SAEConfig
@@ -390,15 +388,6 @@ def _record(path: Path, payload: Mapping[str, Any]) -> Checkpoint:
     )
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # some platforms cannot open folders: harmless
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 class CheckpointFile:
     """One checkpoint file, overwritten atomically by every save.
 
@@ -437,22 +426,10 @@ class CheckpointFile:
             ) from None
 
     def save(self, record: Checkpoint) -> None:
-        """Write ``record`` atomically (temp file, fsync, rename, fsync of the folder)."""
-        folder = self.path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob(f".{self.path.name}.*.tmp"):  # left by a killed save
-            stale.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(_payload(record), handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(folder)
+        """Write ``record`` atomically (temp file, fsync, rename, fsync of the folder);
+        the temp file a killed save left is removed first."""
+        payload = _payload(record)
+        write_atomic(self.path, lambda handle: torch.save(payload, handle), clean_stale=True)
         logger.debug("saved %s checkpoint to %s", type(record).__name__, self.path)
 
 

@@ -31,7 +31,6 @@ from musicsae_kedro.activations.store import ActivationStore
 from musicsae_kedro.config import config_from_dict
 from musicsae_kedro.models.base import ModelConfig, load_adapter
 from musicsae_kedro.preprocessing.codes_store import CodesStore
-from musicsae_kedro.preprocessing.manifest import HELDOUT
 from musicsae_kedro.sae.artifact import save_sae
 from musicsae_kedro.sae.ce_recovered import (
     CEConfig,
@@ -51,6 +50,7 @@ from musicsae_kedro.sae.figures import density_histogram
 from musicsae_kedro.sae.model import SparseAutoencoder
 from musicsae_kedro.sae.parallel import RankSlice, Reducer, current_reducer
 from musicsae_kedro.sae.train import LogFn, train_sae
+from musicsae_kedro.splits import HELDOUT
 
 logger = logging.getLogger(__name__)
 

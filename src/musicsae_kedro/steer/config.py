@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from musicsae_kedro.clap.config import ClapConfig
 from musicsae_kedro.config import config_from_dict
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.interpret.config import ClapConfig
 from musicsae_kedro.models.generation import EditRows, GenerationSettings
 
 SelectBy = Literal["index", "label", "most_active", "prompt", "reference"]

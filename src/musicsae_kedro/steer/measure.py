@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from musicsae_kedro.audio.transforms import resample, to_mono
-from musicsae_kedro.interpret.clap import ClapScorer
+from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.models.generation import GeneratedBatch
 from musicsae_kedro.sae.model import SparseAutoencoder
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.interpret.clap import ClapScorer
 from musicsae_kedro.sae.model import SparseAutoencoder
 from musicsae_kedro.steer.config import InterventionConfig, SteeringConfig
 from musicsae_kedro.steer.edits import LatentEdit, SAESteering

@@ -5,18 +5,17 @@ others are generated, measured and yielded one committed outcome at a time."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import numpy as np
 import pandas as pd
 
+from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.interpret.clap import ClapScorer
-from musicsae_kedro.interpret.stats import sae_fingerprint
-from musicsae_kedro.interpret.stats_store import FeatureStatsSet
 from musicsae_kedro.models.base import ModelConfig, load_adapter
 from musicsae_kedro.preprocessing.codes_store import CodesStore
-from musicsae_kedro.preprocessing.manifest import HELDOUT, TRAIN
-from musicsae_kedro.sae.model import SparseAutoencoder
+from musicsae_kedro.sae.model import SparseAutoencoder, sae_fingerprint
+from musicsae_kedro.splits import HELDOUT
 from musicsae_kedro.steer.config import InterventionConfig, SteeringConfig
 from musicsae_kedro.steer.measure import SteerableModel
 from musicsae_kedro.steer.reference import reference_pattern, reference_track
@@ -42,7 +41,7 @@ def heldout_prompts(tracks: pd.DataFrame, count: int) -> list[str]:
 def steer_site(
     sae: SparseAutoencoder,
     feature_labels: pd.DataFrame,
-    feature_stats: FeatureStatsSet,
+    density_F: Callable[[], np.ndarray],
     tracks: pd.DataFrame,
     codes: CodesStore,
     committed: dict[str, str],
@@ -52,7 +51,9 @@ def steer_site(
     layer: int,
 ) -> Iterator[InterventionsStarted | InterventionOutcome]:
     """Run the site's interventions, one outcome each; ``committed`` maps intervention
-    names to the fingerprints already committed (those unchanged are skipped)."""
+    names to the fingerprints already committed (those unchanged are skipped).
+    ``density_F()`` reads the features' firing density on training tracks (read only when
+    an intervention is to be run)."""
     entries = cfg.for_site(site)
     yield InterventionsStarted(site)
     sae_id = sae_fingerprint(sae)
@@ -70,9 +71,7 @@ def steer_site(
             "MusicGen and YuE stage 1 (RAVE is no language model)",
             f"remove the interventions on {site} or steer a musicgen or yue site",
         )
-    with feature_stats.open(TRAIN) as train:
-        density_F = train.density_F
-    context = SelectionContext(feature_labels, density_F)
+    context = SelectionContext(feature_labels, density_F())
     policy = cfg.positions or adapter.positions_policies[0]
     clap = ClapScorer.load(cfg.clap) if cfg.clap is not None else None
     for entry in pending:

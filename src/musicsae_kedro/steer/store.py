@@ -10,17 +10,19 @@ skips an intervention whose committed fingerprint matches.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from musicsae_kedro.audio.io import write_audio_atomic
+from musicsae_kedro.durable import (
+    FOLDER_TEMP_PREFIX,
+    atomic_folder,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.preprocessing.atomic import write_bytes_atomic, write_json_atomic
 from musicsae_kedro.steer.run import EFFECT_COLUMNS, InterventionOutcome
 from musicsae_kedro.steer.summary import combine, effects_markdown
 
@@ -28,7 +30,7 @@ ENTRY_FILE = "entry.json"
 TABLE_FILE = "effects.parquet"
 SITE_SUMMARY = "effects.md"
 """The site's summary over every committed intervention (the feature report links it)."""
-_TMP = ".tmp-"
+_TMP = FOLDER_TEMP_PREFIX
 
 
 @dataclass(frozen=True)
@@ -36,14 +38,6 @@ class InterventionsStarted:
     """First item of a site's stream (a rerun with nothing left to do yields only this)."""
 
     site: str
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class InterventionStore:
@@ -67,32 +61,16 @@ class InterventionStore:
         return out
 
     def commit(self, outcome: InterventionOutcome) -> Path:
-        self.path.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.glob(f"{_TMP}*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=f"{_TMP}{outcome.name}-"))
-        try:
+        final = self.path / outcome.name
+        # Files go straight into the temp folder, which is fsynced and renamed in whole.
+        with atomic_folder(final) as tmp:
             for name, audio_CS in outcome.audio.items():
                 write_audio_atomic(tmp / name, audio_CS, outcome.sample_rate)
-            table_tmp = tmp / f"{TABLE_FILE}.part"
-            outcome.table.to_parquet(table_tmp, index=False)
-            with open(table_tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(table_tmp, tmp / TABLE_FILE)
+            outcome.table.to_parquet(tmp / TABLE_FILE, index=False)
             write_json_atomic(
                 tmp / ENTRY_FILE,
                 {"name": outcome.name, "site": outcome.site, "fingerprint": outcome.fingerprint},
             )
-            final = self.path / outcome.name
-            if final.exists():
-                old = self.path / f"{_TMP}old-{outcome.name}"
-                os.replace(final, old)
-                shutil.rmtree(old)
-            os.replace(tmp, final)
-            _fsync_dir(self.path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         summary = effects_markdown(combine([self.table(name) for name in self.committed()]))
         write_bytes_atomic(self.path / SITE_SUMMARY, summary.encode("utf-8"))
         return final

@@ -4,7 +4,7 @@ Decoder layer ``i`` is ``decoder.model.decoder.layers[i]``; its output is the re
 stream after the block (a tensor in transformers 5, a tuple in older versions:
 handled once, below).
 
-Generation (transformers 5.24, checked by tests/test_generation_collection.py):
+Generation (transformers 5.24, checked by tests/extract/test_generation_collection.py):
 ``generate(max_new_tokens=N)`` runs the decoder ``N + 1`` times: a prefill on the BOS
 position whose result is discarded, then one run per input position ``0..N-1`` with a
 KV cache. Under classifier-free guidance (``guidance_scale > 1``) the text encoder

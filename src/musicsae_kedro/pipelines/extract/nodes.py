@@ -13,7 +13,7 @@ from musicsae_kedro.models.base import ModelConfig, load_adapter
 if TYPE_CHECKING:  # registering pipelines imports this module: no torch at its top
     import pandas as pd
 
-    from musicsae_kedro.activations.extract import ExtractItem
+    from musicsae_kedro.activations.stream import ExtractItem
     from musicsae_kedro.preprocessing.codes_store import CodesStore
 
 logger = logging.getLogger(__name__)
@@ -34,18 +34,18 @@ def extract_activations(
     Under ``accelerate launch`` / ``torchrun`` each process writes its share of every
     split to its own shard; the node returns once every process is done.
     """
-    from musicsae_kedro.activations.extract import (
+    from musicsae_kedro.activations.shards import barrier, current_shard
+    from musicsae_kedro.collect.extract import (
         ExtractConfig,
         disk_budget,
         generated_audio_bytes,
         plan_generated_layouts,
         plan_layouts,
-        prefetched,
         split_targets,
         stream_activations,
         stream_generated,
     )
-    from musicsae_kedro.activations.shards import barrier, current_shard
+    from musicsae_kedro.collect.prefetch import prefetched
 
     cfg = config_from_dict(ExtractConfig, extract, "extract")
     config = ModelConfig.from_dict(model_key, model)

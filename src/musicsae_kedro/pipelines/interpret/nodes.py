@@ -97,7 +97,7 @@ def score_labels(
 ) -> pd.DataFrame:
     """Every label with its CLAP margin (held-out top clips against random held-out clips),
     ranked by margin; summary numbers go to the SAE's MLflow run."""
-    from musicsae_kedro.interpret.config import ClapConfig
+    from musicsae_kedro.clap.config import ClapConfig
     from musicsae_kedro.interpret.site import clap_scored_labels
     from musicsae_kedro.pipelines.tracking import log_to_site_run
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from musicsae_kedro.models.base import ModelConfig
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     from matplotlib.figure import Figure
 
@@ -39,13 +40,18 @@ def steer_site(
     """Run the site's interventions (``steer.site.steer_site``), one committed outcome
     each; a rerun skips those whose committed fingerprint (config, sampling, SAE) is
     unchanged."""
+    from musicsae_kedro.splits import TRAIN
     from musicsae_kedro.steer import site as steering
     from musicsae_kedro.steer.config import steering_config
+
+    def density_F() -> np.ndarray:
+        with feature_stats.open(TRAIN) as train:
+            return train.density_F
 
     yield from steering.steer_site(
         sae,
         feature_labels,
-        feature_stats,
+        density_F,
         tracks,
         codes,
         intervene_progress,
