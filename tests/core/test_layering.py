@@ -23,7 +23,7 @@ FLOORS: tuple[tuple[str, frozenset[str]], ...] = (
             {"__init__", "errors", "registry", "config", "faults", "tables", "durable", "splits"}
         ),
     ),
-    ("materials", frozenset({"audio", "models", "activations"})),
+    ("materials", frozenset({"audio", "models", "activations", "evidence"})),
     ("catalogues", frozenset({"corpora", "sites"})),
     ("preparation", frozenset({"preprocessing"})),
     ("engines", frozenset({"collect", "sae", "clap"})),
