@@ -19,11 +19,12 @@ def bind(func: Callable[..., Any], **bound_kwargs: Any) -> Callable[..., Any]:
     """``func`` with keyword arguments fixed at registration (e.g. the model key).
 
     Unlike ``functools.partial`` the result is a plain function that keeps what Kedro
-    inspects: the name (node names, kedro-viz), generator-ness (streaming saves), the
-    signature without the bound keywords, and the type hints Kedro resolves in ``func``'s
-    module (it validates ``params:`` inputs against them). Node modules import heavy
-    library classes for type checking only (registering pipelines must not import
-    torch), so hints that do not resolve in the module are left out of the wrapper's.
+    inspects: the name (node names, kedro-viz), the source (kedro-viz, via ``__wrapped__``),
+    generator-ness (streaming saves), the signature without the bound keywords, and the
+    type hints Kedro resolves in ``func``'s module (it validates ``params:`` inputs
+    against them). Node modules import heavy library classes for type checking only
+    (registering pipelines must not import torch), so hints that do not resolve in the
+    module are left out of the wrapper's.
     """
     if inspect.isgeneratorfunction(func):
 
@@ -41,6 +42,7 @@ def bind(func: Callable[..., Any], **bound_kwargs: Any) -> Callable[..., Any]:
     wrapper.__qualname__ = func.__qualname__
     wrapper.__module__ = func.__module__
     wrapper.__doc__ = func.__doc__
+    wrapper.__wrapped__ = func  # kedro-viz shows the node's own source
     wrapper.__annotations__ = {
         k: v
         for k, v in func.__annotations__.items()
