@@ -8,7 +8,6 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-export PYTHONWARNINGS := ignore::UserWarning:mlflow.pyfunc.utils.data_validation
 VENV := .venv
 
 .PHONY: venv demo test lint viz mlflow-ui clean-demo
@@ -32,4 +31,4 @@ mlflow-ui: venv
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 clean-demo:
-	rm -rf data/0[1-9]_* mlflow.db mlartifacts
+	rm -rf data/0[1-9]_* mlflow.db mlartifacts logs

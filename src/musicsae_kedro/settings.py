@@ -12,7 +12,16 @@ import warnings
 
 # Third-party noise that says nothing about this project's run.
 warnings.filterwarnings("ignore", module=r"kedro\.config\.omegaconf_config")
-warnings.filterwarnings("ignore", module=r"mlflow\.pyfunc\.utils\.data_validation")
+# kedro-mlflow's hook registers its resolver through omegaconf's deprecated call.
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
+# kedro-mlflow subclasses MLflow's PythonModel without type hints, and MLflow warns
+# about that when the class is created (the moment kedro loads kedro-mlflow's CLI, just
+# after this file) under its own `simplefilter("once")`, which outranks any filter set
+# here or in PYTHONWARNINGS. Creating the class now, with the warnings of that import
+# recorded and dropped, keeps every command quiet; mlflow is imported by that CLI
+# plugin anyway, so this costs no time.
+with warnings.catch_warnings(record=True):
+    import kedro_mlflow.mlflow.kedro_pipeline_model  # noqa: F401
 # Namespaced dataset names (``musicgen.l2.activations``) contain dots on purpose.
 warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
 

@@ -71,6 +71,14 @@ def build_corpus(root: Path, outside: Path) -> None:
     data = (root / "full.mp3").read_bytes()
     (root / "truncated.mp3").write_bytes(data[: len(data) // 2])
     (root / "full.mp3").unlink()
+    # 1.2 s of a 2 s wav: enough for a clip, but its data chunk is cut
+    _write(root / "full.wav", sine(440, 2.0, RATE), RATE)
+    data = (root / "full.wav").read_bytes()
+    samples_at = data.index(b"data") + 8  # 16-bit mono
+    (root / "truncated_wav.wav").write_bytes(data[: samples_at + round(1.2 * RATE) * 2])
+    (root / "full.wav").unlink()
+    # one sample at 48 kHz resamples to none at all at the target rate
+    _write(root / "one_sample.wav", np.array([0.5], np.float32), 48000)
     (root / "empty.wav").write_bytes(b"")
     nan = sine(440, 1.5, RATE)
     nan[100] = np.nan

@@ -193,9 +193,9 @@ def test_malformed_csv_rows_and_headers(tmp_path: Path) -> None:
     ("root", "options", "message"),
     [
         ("missing-folder", {}, "does not exist"),
-        (".", {"recursive": "yes"}, "not true or false"),
+        (".", {"recursive": "yes"}, "'recursive' = 'yes' must be true or false"),
         (".", {"metadata": 3}, "not a file name"),
-        (".", {"shuffle": True}, "unknown option"),
+        (".", {"shuffle": True}, r"unknown keys \['shuffle'\]"),
     ],
 )
 def test_bad_root_and_options_raise(tmp_path: Path, root: str, options: dict, message: str) -> None:

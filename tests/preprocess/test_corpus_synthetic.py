@@ -147,15 +147,15 @@ def test_track_ids_widen_for_large_corpora() -> None:
     ("options", "message"),
     [
         ({"instruments": ["piano", "kazoo"]}, r"unknown instrument\(s\) 'kazoo'.*'organ'"),
-        ({"tempos": []}, "the list is empty"),
-        ({"modes": ["major", "major"]}, "listed twice"),
-        ({"registers": 3}, "expected a list of names"),
-        ({"n_tracks": 0}, "not an integer >= 1"),
-        ({"n_tracks": True}, "not an integer >= 1"),
-        ({"sample_rate": 4000}, "not an integer >= 8000"),
-        ({"track_seconds": -1.0}, "not a positive number"),
+        ({"tempos": []}, r"'tempos' = \[\] is an empty list"),
+        ({"modes": ["major", "major"]}, "lists a name twice"),
+        ({"registers": 3}, "'registers' = 3 is not a list of names"),
+        ({"n_tracks": 0}, "'n_tracks' = 0 must be >= 1"),
+        ({"n_tracks": True}, "'n_tracks' = True must be an integer"),
+        ({"sample_rate": 4000}, "'sample_rate' = 4000 must be >= 8000"),
+        ({"track_seconds": -1.0}, "'track_seconds' = -1.0 must be > 0"),
         ({"caption_template": "{genre} piece"}, "cannot be filled"),
-        ({"colour": "blue"}, "unknown option"),
+        ({"colour": "blue"}, r"unknown keys \['colour'\]"),
     ],
 )
 def test_bad_options_raise_with_a_fix(options: dict, message: str) -> None:

@@ -207,9 +207,9 @@ def test_pretrained_name_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
 def test_config_checks() -> None:
     with pytest.raises(MusicSAEError, match="longer than the 4 s"):
         DemucsSeparator(debug_separator(0), SeparatorConfig(segment=10.0), "debug")
-    with pytest.raises(ValueError, match="overlap"):
+    with pytest.raises(MusicSAEError, match=r"'overlap' = 1\.0 must be < 1"):
         SeparatorConfig(overlap=1.0)
-    with pytest.raises(ValueError, match="device"):
+    with pytest.raises(MusicSAEError, match="'device' = 'tpu' must be auto, cpu, cuda or cuda:<n>"):
         SeparatorConfig(device="tpu")
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():

@@ -47,7 +47,9 @@ def rave():
 
 @pytest.fixture(scope="module")
 def fresh():
-    cfg = PretrainCorpusConfig(n_tracks=150, seed=FRESH_SEED, heldout_fraction=0.4)
+    cfg = PretrainCorpusConfig(
+        n_tracks=150, sample_rate=8000, seed=FRESH_SEED, heldout_fraction=0.4
+    )
     return render_corpus(cfg)
 
 

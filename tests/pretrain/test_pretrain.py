@@ -56,7 +56,9 @@ TINY_RAVE = RaveTrainConfig(
 
 @pytest.fixture(scope="module")
 def corpus():
-    return render_corpus(PretrainCorpusConfig(n_tracks=20, track_seconds=2.0, heldout_fraction=0.2))
+    return render_corpus(
+        PretrainCorpusConfig(n_tracks=20, track_seconds=2.0, sample_rate=8000, heldout_fraction=0.2)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ def test_corpus_labels_split_and_captions(corpus):
     np.testing.assert_array_equal(heldout_mask(20, 0.2, 0), corpus.heldout_N)
     assert not np.array_equal(heldout_mask(20, 0.2, 1), corpus.heldout_N)
     with pytest.raises(MusicSAEError, match="held-out"):
-        render_corpus(PretrainCorpusConfig(n_tracks=1))
+        render_corpus(PretrainCorpusConfig(n_tracks=1, sample_rate=8000))
 
 
 def test_count_baselines_match_hand_computed_values():

@@ -27,7 +27,9 @@ def musicgen():
 
 @pytest.fixture(scope="module")
 def clips(musicgen):
-    corpus = render_corpus(PretrainCorpusConfig(n_tracks=40, seed=SEED, heldout_fraction=0.2))
+    corpus = render_corpus(
+        PretrainCorpusConfig(n_tracks=40, sample_rate=8000, seed=SEED, heldout_fraction=0.2)
+    )
     codes_NKT = musicgen.encode_audio(corpus.audio_NS)
     return codes_NKT, list(corpus.captions)
 

@@ -153,15 +153,15 @@ def test_options_are_typed_validated_and_only_the_active_section_is_kept() -> No
     cfg = SAEConfig(architecture="relu", k=32, options=OPTIONS)
     assert cfg.k == 0 and cfg.engine == "dictionary_learning"
     assert cfg.options == {"relu": {"l1_penalty": 0.02, "sparsity_warmup_steps": 10}}
-    assert SAEConfig.from_dict(cfg.to_dict()) == cfg
+    assert SAEConfig.from_dict(cfg.model_dump()) == cfg
     matryoshka = SAEConfig(architecture="matryoshka_batch_topk", k=4)
     assert matryoshka.architecture_options().group_sizes(100) == [3, 6, 12, 25, 54]
-    assert SAEConfig.from_dict(json.loads(json.dumps(matryoshka.to_dict()))) == matryoshka
+    assert SAEConfig.from_dict(json.loads(json.dumps(matryoshka.model_dump()))) == matryoshka
     assert SAEConfig(architecture="topk").options == {}
 
     bad = [
-        ({"relu": {"l1_penaltyy": 1}}, r"unknown L1Options key\(s\) \['l1_penaltyy'\]"),
-        ({"relu": {"l1_penalty": "big"}}, r"'l1_penalty' = 'big' must be a number"),
+        ({"relu": {"l1_penaltyy": 1}}, r"unknown keys \['l1_penaltyy'\] in options\.relu"),
+        ({"relu": {"l1_penalty": "big"}}, r"'options\.relu\.l1_penalty' = 'big' must be a number"),
         ({"reluu": {}}, r"options section 'reluu' is not an SAE architecture"),
         ({"topk": {"x": 1}}, r"architecture 'topk' takes no options"),
         (
@@ -170,7 +170,7 @@ def test_options_are_typed_validated_and_only_the_active_section_is_kept() -> No
         ),
         (
             {"matryoshka_batch_topk": {"group_fractions": "0.5"}},
-            r"'group_fractions' = '0\.5' must be",
+            r"'options\.matryoshka_batch_topk\.group_fractions' = '0\.5' must be",
         ),
     ]
     for options, message in bad:

@@ -12,16 +12,17 @@ classifier-free-guidance rows included, so the ablated model is the one that sam
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field, PositiveInt
 
 from musicsae_kedro.ablation.config import AblationMode
 from musicsae_kedro.audio.transforms import resample
 from musicsae_kedro.clap.scorer import ClapScorer
+from musicsae_kedro.config import ParamsModel
 from musicsae_kedro.models.generation import GenerationEdit, GenerationSettings
 
 logger = logging.getLogger(__name__)
@@ -29,18 +30,20 @@ logger = logging.getLogger(__name__)
 CLAP_COLUMNS = ["clap_clean", "clap_ablated", "clap_drop"]
 
 
-@dataclass(frozen=True)
-class GenerationScoreConfig:
+class GenerationScoreConfig(ParamsModel):
     """The optional generation-based score (``ablate.generation``)."""
 
     enabled: bool = False
     """Generate and score with CLAP (off: the table says ``not measured``)."""
-    prompts: int = 4
+    prompts: PositiveInt = 4
     """Held-out clip texts used as prompts (the first ones in track order)."""
-    sampling: dict[str, Any] = field(default_factory=lambda: {"max_new_tokens": 128})
-    """``GenerationSettings`` fields (max_new_tokens, guidance_scale, top_k, seed...)."""
-    clap: dict[str, Any] = field(default_factory=dict)
-    """``interpret.clap``-style settings (``spec``: debug, a local folder or a hub id)."""
+    sampling: dict[str, Any] = Field(default_factory=lambda: {"max_new_tokens": 128})
+    """``GenerationSettings`` fields (max_new_tokens, guidance_scale, top_k, seed...),
+    read into ``GenerationSettings`` when the score is measured (kept as written, so
+    the study's settings digest is what the parameters say)."""
+    clap: dict[str, Any] = Field(default_factory=dict)
+    """``interpret.clap``-style settings (``spec``: debug, a local folder or a hub id),
+    read into ``ClapConfig`` when the score is measured."""
 
 
 def ablation_generation_edit(

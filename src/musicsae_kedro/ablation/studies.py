@@ -35,7 +35,7 @@ from musicsae_kedro.ablation.pitch_patching import pitch_patching
 from musicsae_kedro.ablation.reports import layer_ablation_markdown, pitch_patching_markdown
 from musicsae_kedro.clap.config import ClapConfig
 from musicsae_kedro.clap.scorer import ClapScorer
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import parse_params
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import ModelConfig, load_adapter, resolve_layers
 from musicsae_kedro.models.generation import GenerationSettings
@@ -82,9 +82,9 @@ def layer_ablation_study(
     info = codes.info()
     settings = study_settings(
         study="layer_ablation",
-        config=asdict(cfg),
-        generation=asdict(gen_cfg),
-        model=config.as_dict(),
+        config=cfg.model_dump(),
+        generation=gen_cfg.model_dump(),
+        model=config.model_dump(),
         codes=asdict(info) if info else None,
         data=_data_digest(tracks),
     )
@@ -133,12 +133,12 @@ def _generation_score(
         return unscored, "not measured (`ablate.generation.enabled` is false)"
     if not callable(getattr(adapter, "generate", None)):
         return unscored, f"not measured: the {adapter.family} adapter does not generate"
-    clap_cfg = config_from_dict(ClapConfig, cfg.clap, "ablate.generation.clap")
+    clap_cfg = parse_params(ClapConfig, cfg.clap, "ablate.generation.clap")
     try:
         scorer = ClapScorer.load(clap_cfg)
     except MusicSAEError as exc:
         return unscored, f"not measured: no CLAP model ({exc})"
-    settings = config_from_dict(GenerationSettings, cfg.sampling, "ablate.generation.sampling")
+    settings = parse_params(GenerationSettings, cfg.sampling, "ablate.generation.sampling")
     texts = [str(t) for t in tracks[tracks["split"] == HELDOUT]["text"].head(cfg.prompts)]
     scored = generation_scores(adapter, scorer, texts, settings, table, means)
     note = (
@@ -166,8 +166,8 @@ def pitch_patching_study(
     clip_settings = clips.settings()
     settings = study_settings(
         study="pitch_patching",
-        config=asdict(cfg),
-        model=config.as_dict(),
+        config=cfg.model_dump(),
+        model=config.model_dump(),
         clips=asdict(clip_settings) if clip_settings else None,
         data=_data_digest(tracks),
     )

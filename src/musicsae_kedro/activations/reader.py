@@ -27,8 +27,10 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
+from pydantic import PositiveInt
 
 from musicsae_kedro.activations.store import ACTS_DTYPE, ActivationStore
+from musicsae_kedro.config import ParamsModel
 from musicsae_kedro.errors import MusicSAEError
 
 logger = logging.getLogger(__name__)
@@ -111,13 +113,12 @@ class _Prefetcher(Generic[T]):
         self._thread.join()
 
 
-@dataclass(frozen=True)
-class ReaderConfig:
+class ReaderConfig(ParamsModel):
     """How training batches are read from the HDF5 store (``train.reader``)."""
 
-    block_rows: int = 8192
+    block_rows: PositiveInt = 8192
     """Rows per contiguous block read."""
-    buffer_blocks: int = 8
+    buffer_blocks: PositiveInt = 8
     """Blocks pooled and shuffled together in RAM."""
     prefetch: bool = True
     """Read the next buffer in a background thread."""

@@ -22,20 +22,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import soundfile as sf
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
 from musicsae_kedro.audio.io import write_audio_atomic
 from musicsae_kedro.audio.stem_models import load_separator_model
 from musicsae_kedro.audio.transforms import resample
+from musicsae_kedro.config import Invalid, ParamsModel
 from musicsae_kedro.durable import safe_key, write_json_atomic
 from musicsae_kedro.errors import MusicSAEError
 
@@ -51,8 +52,7 @@ PAIR_ORDER: tuple[StemName, ...] = ("vocals", "instrumental")
 CACHE_FORMAT = 1
 
 
-@dataclass(frozen=True)
-class SeparatorConfig:
+class SeparatorConfig(ParamsModel):
     """How stems are separated and cached (``preprocess.stems`` parameters)."""
 
     model: str = "htdemucs"
@@ -60,12 +60,12 @@ class SeparatorConfig:
     file or folder, or ``debug`` (small random model for tests and demos)."""
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:<n>``."""
-    segment: float | None = None
+    segment: float | None = Field(None, gt=0, allow_inf_nan=False)
     """Chunk length in seconds; ``None``: the model's own (7.8 s for htdemucs, which
     cannot take longer chunks)."""
-    overlap: float = 0.25
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
     """Overlap of consecutive chunks, as a fraction of a chunk (cross-faded)."""
-    shifts: int = 0
+    shifts: int = Field(0, ge=0)
     """Random time shifts averaged (Demucs's shift trick; 0: none). Seeded per track."""
     seed: int = 0
     """Seed of the ``debug`` model's weights and of the shifts."""
@@ -75,15 +75,12 @@ class SeparatorConfig:
     """Allow a local Demucs ``.th`` model file: a pickle, which runs whatever code it
     holds when loaded. ``.safetensors`` exports need no trust."""
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.overlap < 1.0:
-            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
-        if self.segment is not None and not (math.isfinite(self.segment) and self.segment > 0):
-            raise ValueError(f"segment must be a positive number of seconds, got {self.segment}")
-        if self.shifts < 0:
-            raise ValueError(f"shifts must be >= 0, got {self.shifts}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:<n>, got {self.device!r}")
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+            raise Invalid("must be auto, cpu, cuda or cuda:<n>", "use `device: auto`")
+        return device
 
     def label(self) -> str:
         """What the separated audio depends on (recorded in the clip store's settings)."""
@@ -179,7 +176,7 @@ class DemucsSeparator:
         """``<label>-<digest>``: the cache folder of this model with these settings."""
         if self._id is None:
             settings = {
-                k: v for k, v in asdict(self.cfg).items() if k not in ("device", "cache_dir")
+                k: v for k, v in self.cfg.model_dump().items() if k not in ("device", "cache_dir")
             }
             if not self.cfg.shifts:
                 settings.pop("seed")  # the seed only matters through the shifts

@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import PositiveInt
 from tqdm.auto import tqdm
 
 from musicsae_kedro import __version__
@@ -38,7 +39,7 @@ from musicsae_kedro.activations.stream import (
     TrackActivations,
     TrackAudio,
 )
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import ParamsModel
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import ModelAdapter
 from musicsae_kedro.models.generation import GenerationSettings
@@ -50,11 +51,10 @@ logger = logging.getLogger(__name__)
 ExtractMode = Literal["teacher_forced", "generate"]
 
 
-@dataclass(frozen=True)
-class ExtractConfig:
+class ExtractConfig(ParamsModel):
     """``extract`` parameters."""
 
-    batch_size: int = 8
+    batch_size: PositiveInt = 8
     """Clips per forward pass (teacher-forced mode)."""
     positions: str | None = None
     """Stored-position policy (None: the adapter's default, e.g. ``all_codebooks_real``)."""
@@ -63,22 +63,11 @@ class ExtractConfig:
     mode: ExtractMode = "teacher_forced"
     """``teacher_forced`` (cached codes of real audio) or ``generate`` (the model's own
     output from each track's text; the audio is kept next to the stores)."""
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    generation: GenerationSettings = GenerationSettings()
     """Sampling settings of ``generate`` mode."""
     prefetch: bool = True
     """Compute the next forward pass in a background thread while the stores write and
     fsync the previous tracks (commits stay in order, in the calling thread)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.generation, Mapping):
-            settings = config_from_dict(
-                GenerationSettings, dict(self.generation), "extract.generation"
-            )
-            object.__setattr__(self, "generation", settings)
-        if self.mode not in ("teacher_forced", "generate"):
-            raise ValueError(f"mode must be teacher_forced or generate, got {self.mode!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
 
 
 # --------------------------------------------------------------------------- plans

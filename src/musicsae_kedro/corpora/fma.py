@@ -17,18 +17,12 @@ from __future__ import annotations
 import ast
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from musicsae_kedro.corpora.base import Track
 from musicsae_kedro.corpora.official import HF_ROW, OfficialCorpus
-from musicsae_kedro.corpora.options import (
-    CorpusOptions,
-    check_choice,
-    check_relative,
-    normalise_split,
-)
+from musicsae_kedro.corpora.options import CorpusOptions, RelativePath, normalise_split
 from musicsae_kedro.corpora.tables import check_header, read_delimited, undecodable
 from musicsae_kedro.errors import MusicSAEError
 
@@ -58,15 +52,14 @@ COLUMNS = {
 REQUIRED = ("split", "subset", "genre_top", "genres_all")
 
 
-@dataclass(frozen=True)
 class FMAOptions(CorpusOptions):
     """Options of the ``fma`` plugin (catalog ``options``)."""
 
-    subset: str = "small"
+    subset: Literal["small", "medium", "large", "full"] = "small"
     """Audio subset on disk: small, medium, large (30 s clips) or full (whole tracks)."""
-    metadata_dir: str = "fma_metadata"
+    metadata_dir: RelativePath = "fma_metadata"
     """Folder of tracks.csv and genres.csv, relative to the root."""
-    audio_dir: str | None = None
+    audio_dir: RelativePath | None = None
     """Audio folder relative to the root; ``None``: ``fma_<subset>``."""
     caption_template: str | None = "{genre} music"
     """Caption of every track (FMA has none) from its tags; ``None``: no caption."""
@@ -82,11 +75,7 @@ class FMACorpus(OfficialCorpus):
     def __init__(self, root: str | Path | None = None, **options: Any) -> None:
         super().__init__(root, **options)
         cfg: FMAOptions = self.config  # type: ignore[assignment]
-        check_choice(self.name, "subset", cfg.subset, SUBSETS)
-        check_relative(self.name, "metadata_dir", cfg.metadata_dir)
-        self.audio_dir = check_relative(
-            self.name, "audio_dir", cfg.audio_dir or f"fma_{cfg.subset}"
-        )
+        self.audio_dir = cfg.audio_dir or f"fma_{cfg.subset}"
         self._unknown_genres: set[str] = set()
 
     # ------------------------------------------------------------------ genres.csv

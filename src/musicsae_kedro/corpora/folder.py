@@ -27,7 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
+from pydantic import field_validator
+
 from musicsae_kedro.audio.io import AUDIO_EXTENSIONS
+from musicsae_kedro.config import Invalid, ParamsModel, parse_params
 from musicsae_kedro.corpora.base import CorpusPlugin, Track
 from musicsae_kedro.errors import MusicSAEError
 
@@ -38,8 +41,7 @@ KNOWN_COLUMNS = ("path", "caption", "tags", "split")
 _TAG_SEPARATORS = re.compile(r"[;,]")
 
 
-@dataclass(frozen=True)
-class FolderCorpusConfig:
+class FolderCorpusConfig(ParamsModel):
     """Options of the folder corpus (keywords of the catalog entry)."""
 
     metadata: str | Literal[False] | None = None
@@ -47,6 +49,18 @@ class FolderCorpusConfig:
     exists; a file named explicitly must exist; ``False``: read no CSV."""
     recursive: bool = True
     """Scan sub-folders too."""
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _file_name(cls, value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if not (value is None or value is False or isinstance(value, str)):
+            raise Invalid(
+                "is not a file name",
+                "name a CSV file relative to the corpus folder, or write `metadata: false`",
+            )
+        return value
 
 
 @dataclass(frozen=True)
@@ -91,32 +105,10 @@ class FolderCorpus(CorpusPlugin):
     name = "folder"
 
     def __init__(self, root: str | Path | None = None, **options: Any) -> None:
-        unknown = sorted(set(options) - set(FolderCorpusConfig.__dataclass_fields__))
-        if unknown:
-            raise MusicSAEError(
-                "folder corpus options",
-                f"unknown option(s) {', '.join(map(repr, unknown))}",
-                "use only `metadata` and `recursive`",
-            )
-        metadata = options.get("metadata")
-        if not (metadata is None or metadata is False or isinstance(metadata, str | Path)):
-            raise MusicSAEError(
-                "folder corpus option 'metadata'",
-                f"{metadata!r} is not a file name",
-                "name a CSV file relative to the corpus folder, or write `metadata: false`",
-            )
-        recursive = options.get("recursive", True)
-        if not isinstance(recursive, bool):
-            raise MusicSAEError(
-                "folder corpus option 'recursive'",
-                f"{recursive!r} is not true or false",
-                "write `recursive: true` or `recursive: false`",
-            )
-        self.config = FolderCorpusConfig(
-            metadata=str(metadata) if isinstance(metadata, Path) else metadata,
-            recursive=recursive,
+        self.config = parse_params(
+            FolderCorpusConfig, options, "folder corpus options", source="catalog"
         )
-        super().__init__(root, **asdict(self.config))
+        super().__init__(root, **self.config.model_dump())
         if self.root is None or not self.root.is_dir():
             raise MusicSAEError(
                 root if root is not None else "folder corpus",

@@ -20,18 +20,12 @@ import dataclasses
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from musicsae_kedro.corpora.base import Track
 from musicsae_kedro.corpora.official import HF_ROW, OfficialCorpus
-from musicsae_kedro.corpora.options import (
-    CorpusOptions,
-    check_choice,
-    check_relative,
-    normalise_split,
-)
+from musicsae_kedro.corpora.options import CorpusOptions, RelativePath, normalise_split
 from musicsae_kedro.corpora.tables import Record, check_header, read_delimited, undecodable
 from musicsae_kedro.errors import MusicSAEError
 
@@ -44,20 +38,19 @@ CATEGORIES = {"genre": "genre", "instrument": "instrument", "mood/theme": "mood"
 _TRACK_ID = re.compile(r"track_\d+")
 
 
-@dataclass(frozen=True)
 class MTGJamendoOptions(CorpusOptions):
     """Options of the ``mtg_jamendo`` plugin (catalog ``options``)."""
 
-    metadata: str = "raw_30s_cleantags.tsv"
+    metadata: RelativePath = "raw_30s_cleantags.tsv"
     """Metadata TSV in ``metadata_dir``: raw_30s_cleantags.tsv, autotagging.tsv,
     autotagging_{genre,instrument,moodtheme,top50tags}.tsv, ..."""
-    metadata_dir: str = "data"
+    metadata_dir: RelativePath = "data"
     """The repository's data folder, relative to the root."""
-    audio_dir: str = "audio"
+    audio_dir: RelativePath = "audio"
     """Folder of the ``NN/ID.mp3`` audio, relative to the root."""
-    quality: str = "full"
+    quality: Literal["full", "low"] = "full"
     """full: ``NN/ID.mp3`` (320 kbps); low: ``NN/ID.low.mp3`` (the audio-low download)."""
-    split_set: str | None = "split-0"
+    split_set: RelativePath | None = "split-0"
     """Official split folder under ``<metadata_dir>/splits``; ``None``: no splits. The
     default is skipped quietly when the folder is absent."""
     caption_template: str | None = "{genre} music, {instrument}, {mood}"
@@ -73,12 +66,6 @@ class MTGJamendoCorpus(OfficialCorpus):
 
     def __init__(self, root: str | Path | None = None, **options: Any) -> None:
         super().__init__(root, **options)
-        cfg: MTGJamendoOptions = self.config  # type: ignore[assignment]
-        check_choice(self.name, "quality", cfg.quality, ("full", "low"))
-        for option in ("metadata", "metadata_dir", "audio_dir"):
-            check_relative(self.name, option, getattr(cfg, option))
-        if cfg.split_set is not None:
-            check_relative(self.name, "split_set", cfg.split_set)
         self._split_set_explicit = "split_set" in options
 
     # ------------------------------------------------------------------ splits

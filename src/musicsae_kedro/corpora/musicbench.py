@@ -17,20 +17,20 @@ picks which one is the ``test`` split. Tags: ``key:<key>`` from the extracted ke
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import Field, field_validator
+
+from musicsae_kedro.config import Invalid
 from musicsae_kedro.corpora.base import Track
 from musicsae_kedro.corpora.hf import HFTable
 from musicsae_kedro.corpora.official import HF_ROW, OfficialCorpus
-from musicsae_kedro.corpora.options import CorpusOptions, check_relative, normalise_split
+from musicsae_kedro.corpora.options import CorpusOptions, RelativePath, normalise_split
 from musicsae_kedro.corpora.tables import read_json_lines, undecodable
-from musicsae_kedro.errors import MusicSAEError
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +57,24 @@ def _default_files() -> dict[str, str]:
     return {"train": "MusicBench_train.json", "test": "MusicBench_test_A.json"}
 
 
-@dataclass(frozen=True)
 class MusicBenchOptions(CorpusOptions):
     """Options of the ``musicbench`` plugin (catalog ``options``)."""
 
-    files: dict[str, str] = field(default_factory=_default_files)
+    files: dict[str, RelativePath] = Field(default_factory=_default_files, min_length=1)
     """Official split -> its JSON-lines file (relative to the root). Use
     ``MusicBench_test_B.json`` as ``test`` for captions with control sentences."""
-    audio_dir: str = "datashare"
+    audio_dir: RelativePath = "datashare"
     """Folder that ``location`` is relative to."""
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _split_to_file(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise Invalid(
+                "is not a mapping of split names to files",
+                "write e.g. `files: {train: MusicBench_train.json, test: MusicBench_test_A.json}`",
+            )
+        return value
 
 
 class MusicBenchCorpus(OfficialCorpus):
@@ -79,23 +88,10 @@ class MusicBenchCorpus(OfficialCorpus):
         super().__init__(root, **options)
         cfg: MusicBenchOptions = self.config  # type: ignore[assignment]
         files = cfg.files
-        if (
-            not isinstance(files, dict)
-            or not files
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
-        ):
-            raise MusicSAEError(
-                "musicbench corpus option 'files'",
-                f"{files!r} is not a mapping of split names to files",
-                "write e.g. `files: {train: MusicBench_train.json, test: MusicBench_test_A.json}`",
-            )
-        for name in files.values():
-            check_relative(self.name, "files", name)
-        check_relative(self.name, "audio_dir", cfg.audio_dir)
         self._tables: dict[str, HFTable] = {}
         if cfg.hf is not None:  # one hub table per split file
             self._tables = {
-                split: HFTable(dataclasses.replace(cfg.hf, data_files=name, split="train"))
+                split: HFTable(cfg.hf.model_copy(update={"data_files": name, "split": "train"}))
                 for split, name in files.items()
             }
         self._read_every_file = True

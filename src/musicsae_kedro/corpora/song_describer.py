@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from musicsae_kedro.corpora.base import Track
 from musicsae_kedro.corpora.mtg_jamendo import CATEGORIES
 from musicsae_kedro.corpora.official import HF_ROW, OfficialCorpus
-from musicsae_kedro.corpora.options import CorpusOptions, check_relative
+from musicsae_kedro.corpora.options import CorpusOptions, RelativePath
 from musicsae_kedro.corpora.tables import check_header, read_delimited, undecodable
 from musicsae_kedro.errors import MusicSAEError
 
@@ -36,16 +35,15 @@ OPTIONAL = ("is_valid_subset", "familiarity", "artist_id", "album_id", "duration
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
 
-@dataclass(frozen=True)
 class SongDescriberOptions(CorpusOptions):
     """Options of the ``song_describer`` plugin (catalog ``options``)."""
 
-    metadata: str = "song_describer.csv"
+    metadata: RelativePath = "song_describer.csv"
     """The captions CSV, relative to the root."""
-    audio_dir: str = "audio"
+    audio_dir: RelativePath = "audio"
     """Audio folder relative to the root (``audio/audio`` from a plain unzip is found
     by itself)."""
-    tags_file: str | None = "song_describer.mtg-jamendo.tsv"
+    tags_file: RelativePath | None = "song_describer.mtg-jamendo.tsv"
     """MTG-Jamendo TSV with the tracks' tags, read when present; ``None``: no tags."""
     valid_only: bool = False
     """Keep only captions of the validated subset (``is_valid_subset``)."""
@@ -77,16 +75,6 @@ class SongDescriberCorpus(OfficialCorpus):
     def __init__(self, root: str | Path | None = None, **options: Any) -> None:
         super().__init__(root, **options)
         cfg: SongDescriberOptions = self.config  # type: ignore[assignment]
-        if not isinstance(cfg.valid_only, bool):
-            raise MusicSAEError(
-                "song_describer corpus option 'valid_only'",
-                f"{cfg.valid_only!r} is not true or false",
-                "write `valid_only: true` or `valid_only: false`",
-            )
-        check_relative(self.name, "metadata", cfg.metadata)
-        check_relative(self.name, "audio_dir", cfg.audio_dir)
-        if cfg.tags_file is not None:
-            check_relative(self.name, "tags_file", cfg.tags_file)
         self.audio_dir = cfg.audio_dir
         nested = self.root / cfg.audio_dir / "audio" if self.root is not None else None
         if "audio_dir" not in options and nested is not None and nested.is_dir():

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field, ValidationInfo, field_validator
 
 from musicsae_kedro.audio import synth
+from musicsae_kedro.config import Invalid, ParamsModel, parse_params
 from musicsae_kedro.corpora.base import CorpusPlugin, Track
 from musicsae_kedro.errors import MusicSAEError
 
@@ -48,17 +49,26 @@ _DESIGN_SWAPS_PER_TRACK = 60  # hill-climbing effort for near-orthogonal label d
 _DESIGN_MAX_SWAPS = 30_000  # ... bounded so that large corpora list in well under a second
 
 
-@dataclass(frozen=True)
-class SyntheticCorpusConfig:
+#: Subset option -> the concept it restricts.
+_OPTION_CONCEPTS = {
+    "instruments": "instrument",
+    "registers": "register",
+    "tempos": "tempo",
+    "modes": "mode",
+    "loudness": "loudness",
+}
+
+
+class SyntheticCorpusConfig(ParamsModel):
     """Options of the synthetic corpus (keywords of the catalog entry)."""
 
-    n_tracks: int = 48
+    n_tracks: int = Field(48, ge=1)
     """Number of tracks."""
-    track_seconds: float = 8.0
+    track_seconds: float = Field(8.0, gt=0, allow_inf_nan=False)
     """Length of every track in seconds."""
-    sample_rate: int = 16000
+    sample_rate: int = Field(16000, ge=synth.MIN_SAMPLE_RATE)
     """Rate the audio is rendered at."""
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     """Seeds the label design and every track's details: same options, same audio."""
     instruments: tuple[str, ...] = synth.INSTRUMENTS
     """Instruments to use (a subset of ``synth.INSTRUMENTS``)."""
@@ -73,6 +83,29 @@ class SyntheticCorpusConfig:
     caption_template: str = DEFAULT_CAPTION_TEMPLATE
     """``str.format`` template over ``CAPTION_FIELDS``."""
 
+    @field_validator(*_OPTION_CONCEPTS, mode="before")
+    @classmethod
+    def _subset(cls, value: Any, info: ValidationInfo) -> tuple[str, ...]:
+        """A YAML scalar or list of distinct names from the concept's vocabulary."""
+        assert info.field_name is not None
+        vocabulary = CONCEPTS[_OPTION_CONCEPTS[info.field_name]]
+        names = (value,) if isinstance(value, str) else value
+        if not isinstance(names, Sequence) or not all(isinstance(v, str) for v in names):
+            raise Invalid(
+                "is not a list of names",
+                f"write e.g. `{info.field_name}: [{', '.join(vocabulary[:2])}]`",
+            )
+        bad = [n for n in names if n not in vocabulary]
+        if bad or not names or len(set(names)) != len(names):
+            concept = _OPTION_CONCEPTS[info.field_name]
+            raise Invalid(
+                f"names unknown {concept}(s) {', '.join(map(repr, bad))}"
+                if bad
+                else ("is an empty list" if not names else "lists a name twice"),
+                f"list distinct names among {', '.join(map(repr, vocabulary))}",
+            )
+        return tuple(names)
+
     def vocabularies(self) -> dict[str, tuple[str, ...]]:
         """The values each concept is drawn from, in ``CONCEPTS`` order."""
         return {
@@ -84,97 +117,11 @@ class SyntheticCorpusConfig:
         }
 
 
-#: Subset option -> the concept it restricts.
-_OPTION_CONCEPTS = {
-    "instruments": "instrument",
-    "registers": "register",
-    "tempos": "tempo",
-    "modes": "mode",
-    "loudness": "loudness",
-}
-
-
-def _as_names(option: str, value: Any) -> tuple[str, ...]:
-    """A YAML scalar or list of names -> a tuple of names."""
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise MusicSAEError(
-        f"synthetic corpus option {option!r}",
-        f"expected a list of names, got {value!r}",
-        f"write e.g. `{option}: [{', '.join(CONCEPTS[_OPTION_CONCEPTS[option]][:2])}]`",
-    )
-
-
-def _check_integer(option: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise MusicSAEError(
-            f"synthetic corpus option {option!r}",
-            f"{value!r} is not an integer >= {minimum}",
-            f"set `{option}` to an integer of at least {minimum}",
-        )
-    return int(value)
-
-
 def make_config(**options: Any) -> SyntheticCorpusConfig:
     """Validate catalog options into a config; unknown or bad options raise MusicSAEError."""
-    known = set(SyntheticCorpusConfig.__dataclass_fields__)
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise MusicSAEError(
-            "synthetic corpus options",
-            f"unknown option(s) {', '.join(map(repr, unknown))}",
-            f"use only {', '.join(sorted(known))}",
-        )
-    values = dict(options)
-    for option, concept in _OPTION_CONCEPTS.items():
-        if option not in values:
-            continue
-        names = _as_names(option, values[option])
-        vocabulary = CONCEPTS[concept]
-        bad = [n for n in names if n not in vocabulary]
-        if bad or not names or len(set(names)) != len(names):
-            problem = (
-                f"unknown {concept}(s) {', '.join(map(repr, bad))}"
-                if bad
-                else ("the list is empty" if not names else "a name is listed twice")
-            )
-            raise MusicSAEError(
-                f"synthetic corpus option {option!r}",
-                problem,
-                f"list distinct names among {', '.join(map(repr, vocabulary))}",
-            )
-        values[option] = names
-    if "n_tracks" in values:
-        values["n_tracks"] = _check_integer("n_tracks", values["n_tracks"], 1)
-    if "sample_rate" in values:
-        values["sample_rate"] = _check_integer(
-            "sample_rate", values["sample_rate"], synth.MIN_SAMPLE_RATE
-        )
-    if "seed" in values:
-        values["seed"] = _check_integer("seed", values["seed"], 0)
-    if "track_seconds" in values:
-        seconds = values["track_seconds"]
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-            or seconds <= 0
-        ):
-            raise MusicSAEError(
-                "synthetic corpus option 'track_seconds'",
-                f"{seconds!r} is not a positive number of seconds",
-                "set `track_seconds` to e.g. 8.0",
-            )
-        values["track_seconds"] = float(seconds)
-    if "caption_template" in values and not isinstance(values["caption_template"], str):
-        raise MusicSAEError(
-            "synthetic corpus option 'caption_template'",
-            f"{values['caption_template']!r} is not a string",
-            f"write a str.format template over {', '.join(CAPTION_FIELDS)}",
-        )
-    return SyntheticCorpusConfig(**values)
+    return parse_params(
+        SyntheticCorpusConfig, options, "synthetic corpus options", source="catalog"
+    )
 
 
 def balanced_design(n_rows: int, sizes: Sequence[int], rng: np.random.Generator) -> np.ndarray:
@@ -243,7 +190,7 @@ class SyntheticCorpus(CorpusPlugin):
 
     def __init__(self, root: str | Path | None = None, **options: Any) -> None:
         self.config = make_config(**options)
-        super().__init__(root, **asdict(self.config))
+        super().__init__(root, **self.config.model_dump())
         if self.root is not None:
             logger.debug("the synthetic corpus renders its audio; root %s is not used", self.root)
         self._specs = self._build_specs()

@@ -10,7 +10,6 @@ dictionary size and N, never by the number of tracks or tokens.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -128,7 +127,7 @@ def stream_feature_stats(
         track_ids=tuple(store.track_ids),
         store_fingerprint=store.fingerprint,
         sae_fingerprint=sae_fingerprint(sae),
-        config=dataclasses.asdict(cfg),
+        config=cfg.model_dump(),
     )
     yield StatsStarted(layout)
     sae = sae.to(cfg.device).eval()

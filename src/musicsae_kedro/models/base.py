@@ -13,12 +13,14 @@ import functools
 import importlib
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
+from musicsae_kedro.config import ParamsModel, parse_params
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.registry import Registry
 
@@ -85,8 +87,7 @@ class ModelSpec:
         )
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(ParamsModel):
     """How to load one model (an entry of the ``models`` parameter block)."""
 
     family: str
@@ -99,39 +100,17 @@ class ModelConfig:
     """Weights dtype; half precision only makes sense on a GPU."""
     seed: int = 0
     """Seed for ``debug`` random weights."""
-    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    options: dict[str, Any] = Field(default_factory=dict)
     """Family-specific settings (YuE: codec checkpoint, tokenizer, device map...), checked
     by the family's adapter; excluded from the hash, compared for equality."""
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.options, Mapping):
-            raise MusicSAEError(
-                f"model {self.spec}",
-                f"`options` must be a mapping, got {type(self.options).__name__}",
-                "write `options:` as a block of key: value pairs",
-            )
-        object.__setattr__(self, "options", dict(self.options))
+    def __hash__(self) -> int:  # ``load_adapter`` caches by config; options are a dict
+        return hash((self.family, self.spec, self.device, self.dtype, self.seed))
 
     @classmethod
-    def from_dict(cls, name: str, raw: dict[str, Any]) -> ModelConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(raw) - known
-        if unknown:
-            raise MusicSAEError(
-                f"parameters models.{name}",
-                f"unknown keys {sorted(unknown)}",
-                f"use only {sorted(known)}",
-            )
-        if "family" not in raw or "spec" not in raw:
-            raise MusicSAEError(
-                f"parameters models.{name}",
-                "`family` and `spec` are required",
-                "add e.g. `family: musicgen` and `spec: debug`",
-            )
-        return cls(**raw)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def from_dict(cls, name: str, raw: Mapping[str, Any] | None) -> ModelConfig:
+        """The ``models.<name>`` parameter block."""
+        return parse_params(cls, raw, f"models.{name}")
 
     @property
     def torch_dtype(self) -> torch.dtype:

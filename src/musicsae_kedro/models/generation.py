@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from pydantic import PositiveFloat, PositiveInt
+
+from musicsae_kedro.config import ParamsModel
 
 if TYPE_CHECKING:  # the settings are read when pipelines are registered, without torch
     import torch
@@ -22,35 +25,26 @@ GenerationEdit = Callable[[int, int, "torch.Tensor"], "torch.Tensor"]
 EditRows = Literal["conditional", "all"]
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
+class GenerationSettings(ParamsModel):
     """How to sample (the ``extract.generation`` parameter block)."""
 
-    max_new_tokens: int = 256
+    max_new_tokens: PositiveInt = 256
     """Decoder steps that produce tokens (MusicGen: frames + codebooks - 1; YuE: audio
     tokens, two per frame)."""
-    guidance_scale: float = 3.0
+    guidance_scale: PositiveFloat = 3.0
     """Classifier-free guidance (!= 1 to apply): MusicGen doubles the batch with
     unconditional rows, YuE runs a second, unconditional model call; neither is stored."""
     do_sample: bool = True
     """Sample (True) or decode greedily."""
     top_k: int = 250
     """Top-k sampling (MusicGen's default)."""
-    temperature: float = 1.0
+    temperature: PositiveFloat = 1.0
     """Sampling temperature."""
     seed: int = 0
     """Seed of the sampling; each batch draws from a generator seeded by this and its
     first track, so a rerun regenerates the same audio."""
-    batch_size: int = 4
+    batch_size: PositiveInt = 4
     """Prompts generated together."""
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-        if self.guidance_scale <= 0 or self.temperature <= 0:
-            raise ValueError("guidance_scale and temperature must be positive")
 
 
 @dataclass

@@ -14,8 +14,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import ModelConfig, ModelSpec
+from musicsae_kedro.models.hub_errors import hub_error
 from musicsae_kedro.registry import Registry
 
 LAYER_COUNTS: Registry[Callable[[ModelConfig], int]] = Registry("model family")
@@ -45,15 +45,11 @@ def read_config_json(config: ModelConfig) -> dict[str, Any]:
 
             try:
                 path = hf_hub_download(spec.value, "config.json")
-            except EntryNotFoundError as exc:
+            except EntryNotFoundError as exc:  # not an OSError, unlike the others
                 raise OSError(str(exc)) from exc
         else:
             path = f"{spec.path}/config.json"
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except (OSError, ValueError) as exc:
-        raise MusicSAEError(
-            config.spec,
-            f"cannot read the model config ({exc})",
-            "list the layers explicitly in `sites` or make the checkpoint available locally",
-        ) from exc
+        raise hub_error(spec, exc, "the model config") from exc

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from pydantic import Field, PositiveInt
 from tqdm.auto import tqdm
 
 from musicsae_kedro.audio.transforms import resample, segment, to_mono
+from musicsae_kedro.config import ParamsModel
 from musicsae_kedro.corpora.base import CorpusPlugin, Track
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.preprocessing.clip_store import (
@@ -30,15 +32,15 @@ Stem = Literal["mix", "instrumental", "vocals", "vocals+instrumental"]
 StemSeparator = Callable[[Track, np.ndarray, int], tuple[np.ndarray, int]]
 
 
-@dataclass(frozen=True)
-class ClipConfig:
+class ClipConfig(ParamsModel):
     """How tracks become clips (``preprocess.clips`` parameters)."""
 
-    sample_rate: int
-    """Target rate: the codec's rate of the model that will read the clips."""
-    clip_seconds: float = 4.0
+    sample_rate: PositiveInt
+    """Target rate (``globals.yml``): it must be the codec rate of every model that reads
+    the clips (the model adapter says it; ``encode_codes`` refuses clips at another)."""
+    clip_seconds: float = Field(4.0, gt=0, allow_inf_nan=False)
     """Clip length; the tail shorter than a clip is dropped."""
-    max_clips_per_track: int | None = None
+    max_clips_per_track: PositiveInt | None = None
     """Keep at most this many clips from the start of each track (None: all)."""
     silence_dbfs: float = -70.0
     """Tracks whose RMS is below this level are rejected as silent."""
@@ -52,10 +54,6 @@ class ClipConfig:
 
     def settings(self, separator: str = "") -> ClipSettings:
         return ClipSettings(self.sample_rate, self.clip_samples, self.stem, separator)
-
-    def __post_init__(self) -> None:
-        if not self.clip_seconds > 0 or self.sample_rate <= 0:
-            raise ValueError("clip_seconds and sample_rate must be positive")
 
 
 class RejectTrack(Exception):
@@ -90,13 +88,14 @@ def track_clips(
         audio_CS, rate = separator(track, audio_CS, rate)
     parts_PCS = audio_CS[None] if audio_CS.ndim == 2 else audio_CS  # stems stacked first
     parts_PS = [resample(to_mono(part_CS), rate, cfg.sample_rate) for part_CS in parts_PCS]
+    clips = [segment(part_S, cfg.clip_samples, cfg.max_clips_per_track) for part_S in parts_PS]
+    # Before the level: the RMS of a track that resamples to no sample at all is NaN.
+    if clips[0].shape[0] == 0:
+        raise RejectTrack(f"too short ({source_seconds:.2f} s < one {cfg.clip_seconds:g} s clip)")
     mix_S = np.sum(parts_PS, axis=0)
     rms = float(np.sqrt(np.mean(np.square(mix_S, dtype=np.float64))))
     if rms <= 10 ** (cfg.silence_dbfs / 20):
         raise RejectTrack(f"silent (RMS below {cfg.silence_dbfs:g} dBFS)")
-    clips = [segment(part_S, cfg.clip_samples, cfg.max_clips_per_track) for part_S in parts_PS]
-    if clips[0].shape[0] == 0:
-        raise RejectTrack(f"too short ({source_seconds:.2f} s < one {cfg.clip_seconds:g} s clip)")
     clips_NS = clips[0] if len(clips) == 1 else np.stack(clips, axis=1)
     return DecodedClips(np.ascontiguousarray(clips_NS), source_rate, source_seconds)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -10,13 +9,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from musicsae_kedro.audio.stems import STEM_PAIR
-from musicsae_kedro.audio.transforms import resample
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import ModelAdapter
 from musicsae_kedro.preprocessing.clip_store import ClipStore, TrackRecord
 from musicsae_kedro.preprocessing.codes_store import CodecInfo, CodesStarted, TrackCodes
-
-logger = logging.getLogger(__name__)
 
 
 def stream_codes(
@@ -28,17 +24,9 @@ def stream_codes(
     progress: bool = True,
 ) -> Iterator[CodesStarted | TrackCodes]:
     """Encode every track whose codes are not cached yet; one item per track."""
-    yield CodesStarted(str(adapter.spec))
     settings = clips.settings()
-    if settings.sample_rate != adapter.sample_rate:
-        logger.warning(
-            "clips are at %d Hz, the %s codec expects %d Hz: resampling clips; set "
-            "the preprocess sample rate to %d to avoid it",
-            settings.sample_rate,
-            adapter.spec,
-            adapter.sample_rate,
-            adapter.sample_rate,
-        )
+    check_codec_rate(settings.sample_rate, adapter)
+    yield CodesStarted(str(adapter.spec))
     encode = _encoder(adapter, settings.stem)
     records = {r.track_id: r for r in clips.records()}
     todo = tracks[~tracks["key"].isin(done_keys)]
@@ -50,13 +38,6 @@ def stream_codes(
         for _, row in todo.iterrows():
             record: TrackRecord = records[row["track_id"]]
             stems_NCS = clips.read_stems(record)
-            if settings.sample_rate != adapter.sample_rate:
-                stems_NCS = np.stack(
-                    [
-                        [resample(c, settings.sample_rate, adapter.sample_rate) for c in clip_CS]
-                        for clip_CS in stems_NCS
-                    ]
-                )
             pending.append((record, stems_NCS))
             if sum(len(p[1]) for p in pending) >= batch_size:
                 for item in _encode_tracks(pending, encode, adapter, info, batch_size):
@@ -67,6 +48,21 @@ def stream_codes(
         for item in _encode_tracks(pending, encode, adapter, info, batch_size):
             bar.update(1)
             yield item
+
+
+def check_codec_rate(clip_rate: int, adapter: ModelAdapter) -> None:
+    """The clips must be at the rate the model's codec reads: the adapter is the one
+    source of that rate; the configured clip rate (``globals.yml``) is checked against it."""
+    if clip_rate != adapter.sample_rate:
+        raise MusicSAEError(
+            "parameters preprocess.clips.sample_rate",
+            f"the clips are at {clip_rate} Hz but the codec of the {adapter.family} model "
+            f"{adapter.spec} reads {adapter.sample_rate} Hz",
+            f"set `sample_rate: {adapter.sample_rate}` in globals.yml (preprocess.clips "
+            "reads it), delete the clip store (data/02_intermediate/clips) and rerun "
+            "`kedro run --pipeline=preprocess`; models whose codecs differ in rate need "
+            "separate runs (one --env each)",
+        )
 
 
 def _encode_tracks(

@@ -7,22 +7,22 @@ clip), and every later stage reads it from the manifest.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
+from pydantic import Field
 
+from musicsae_kedro.config import ParamsModel
 from musicsae_kedro.corpora.tables import render_caption
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.preprocessing.clip_store import TrackRecord
 from musicsae_kedro.splits import HELDOUT, TRAIN
 
 
-@dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(ParamsModel):
     """How tracks are held out (``preprocess.split`` parameters)."""
 
-    heldout_fraction: float = 0.25
+    heldout_fraction: float = Field(0.25, ge=0.0, le=1.0)
     """Fraction of tracks held out for evaluation, interpretation and intervention."""
     seed: int = 0
     """Seed of the draw; the same seed and tracks give the same split."""
@@ -30,8 +30,7 @@ class SplitConfig:
     """Hold out exactly the tracks the corpus itself marks as test/validation."""
 
 
-@dataclass(frozen=True)
-class ConditioningConfig:
+class ConditioningConfig(ParamsModel):
     """Where the text that conditions the model comes from (``preprocess.conditioning``)."""
 
     mode: Literal["caption", "template", "fixed"] = "caption"

@@ -1,9 +1,12 @@
 """SAE architectures: name -> how to train it, what it loads into, how it encodes.
 
 Each entry names the trainer of each engine, the dictionary_learning dictionary class
-the artifact loads into, its options class and its encode rules. Adding an
-architecture is one ``ARCHITECTURES.add`` call, plus an encode rule in ``ENCODE_RULES``
-if it needs a new one.
+the artifact loads into and its encode rules; what the parameters may choose for it
+(engines, ``k``, options class) is its ``sae.options.CHOICES`` entry. Adding an
+architecture is one ``CHOICES`` entry and one ``ARCHITECTURES.add`` call, plus an encode
+rule in ``ENCODE_RULES`` if it needs a new one.
+
+Floors: ``sae.options`` <- ``sae.config`` <- this module (no import runs back down).
 
 | name | dictionary class | engines (default first) | encode rule |
 | --- | --- | --- | --- |
@@ -28,21 +31,21 @@ import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from musicsae_kedro.registry import Registry
+from musicsae_kedro.sae.config import SAEConfig, TrainConfig
 from musicsae_kedro.sae.options import (
+    CHOICES,
+    ArchitectureChoices,
     ArchitectureOptions,
     JumpReluOptions,
     L1Options,
     MatryoshkaOptions,
 )
-
-if TYPE_CHECKING:
-    from musicsae_kedro.sae.config import SAEConfig, TrainConfig
 
 EncodeRule = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 """``(dictionary module, normalised acts_ND) -> latents_NF`` (normalised space)."""
@@ -105,14 +108,14 @@ def _tokens_since_fired(trainer: Any) -> torch.Tensor:
 class Architecture:
     """How one SAE architecture is trained, stored and used for inference."""
 
-    engines: Mapping[str, str]
-    """Engine name -> trainer class, as ``"module:Class"`` (imported on use). Every
-    trainer takes dictionary_learning's trainer arguments and offers its interface:
-    ``update(step, x) -> loss``, ``ae``, ``optimizer``, ``scheduler``, ``config``,
-    ``logging_parameters`` and ``num_tokens_since_fired``."""
+    choices: ArchitectureChoices
+    """What the parameters may choose for it (``sae.options.CHOICES``)."""
 
-    default_engine: str
-    """The engine used when ``SAEConfig.engine`` is null."""
+    engines: Mapping[str, str]
+    """Engine name -> trainer class, as ``"module:Class"`` (imported on use), one per
+    engine of ``choices``. Every trainer takes dictionary_learning's trainer arguments
+    and offers its interface: ``update(step, x) -> loss``, ``ae``, ``optimizer``,
+    ``scheduler``, ``config``, ``logging_parameters`` and ``num_tokens_since_fired``."""
 
     dictionary_class: str
     """dictionary_learning dictionary class the artifact loads into, as ``"module:Class"``."""
@@ -134,12 +137,6 @@ class Architecture:
     native_rule: str
     """The rule the dictionary class's own default ``encode`` applies."""
 
-    uses_k: bool = True
-    """Whether sparsity is a count ``k`` (TopK family) rather than a penalty."""
-
-    options_class: type[ArchitectureOptions] | None = None
-    """Typed class of its ``SAEConfig.options`` section; ``None``: it takes none."""
-
     meta_init: bool = True
     """Whether its dictionary can be built on the meta device and filled by assignment.
     Matryoshka computes Python-side group offsets from tensors in ``__init__``; those
@@ -149,10 +146,25 @@ class Architecture:
     """Reads the trainer's per-latent "tokens since last fired" counter, if it keeps one."""
 
     def __post_init__(self) -> None:
-        if self.default_engine not in self.engines:
-            raise ValueError(f"default engine {self.default_engine!r} is not in {self.engines}")
+        if set(self.engines) != set(self.choices.engines):
+            raise ValueError(f"trainers {self.engines} do not match {self.choices.engines}")
         if self.native_rule not in self.allowed_rules:
             raise ValueError(f"native rule {self.native_rule!r} is not an allowed rule")
+
+    @property
+    def default_engine(self) -> str:
+        """The engine used when ``SAEConfig.engine`` is null."""
+        return self.choices.default_engine
+
+    @property
+    def uses_k(self) -> bool:
+        """Whether sparsity is a count ``k`` (TopK family) rather than a penalty."""
+        return self.choices.uses_k
+
+    @property
+    def options_class(self) -> type[ArchitectureOptions] | None:
+        """Typed class of its ``SAEConfig.options`` section; ``None``: it takes none."""
+        return self.choices.options_class
 
     def trainer_cls(self, engine: str | None = None) -> type:
         return import_object(self.engines[engine or self.default_engine])
@@ -283,11 +295,11 @@ ARCHITECTURES: Registry[Architecture] = Registry("SAE architecture")
 ARCHITECTURES.add(
     "topk",
     Architecture(
+        choices=CHOICES["topk"],
         engines={
             "sparse": f"{_ENGINES}.sparse_topk:SparseTopKTrainer",
             "dictionary_learning": f"{_DL}.top_k:TopKTrainer",
         },
-        default_engine="sparse",
         dictionary_class=f"{_DL}.top_k:AutoEncoderTopK",
         dictionary_kwargs=_k_dictionary_kwargs,
         trainer_kwargs=_k_trainer_kwargs,
@@ -300,11 +312,11 @@ ARCHITECTURES.add(
 ARCHITECTURES.add(
     "batch_topk",
     Architecture(
+        choices=CHOICES["batch_topk"],
         engines={
             "sparse": f"{_ENGINES}.sparse_topk:SparseBatchTopKTrainer",
             "dictionary_learning": f"{_DL}.batch_top_k:BatchTopKTrainer",
         },
-        default_engine="sparse",
         dictionary_class=f"{_DL}.batch_top_k:BatchTopKSAE",
         dictionary_kwargs=_k_dictionary_kwargs,
         trainer_kwargs=_k_trainer_kwargs,
@@ -317,16 +329,15 @@ ARCHITECTURES.add(
 ARCHITECTURES.add(
     "matryoshka_batch_topk",
     Architecture(
+        choices=CHOICES["matryoshka_batch_topk"],
         # Present in dictionary_learning 0.1.0 but not exported from its trainers package.
         engines={"dictionary_learning": f"{_DL}.matryoshka_batch_top_k:MatryoshkaBatchTopKTrainer"},
-        default_engine="dictionary_learning",
         dictionary_class=f"{_DL}.matryoshka_batch_top_k:MatryoshkaBatchTopKSAE",
         dictionary_kwargs=_matryoshka_dictionary_kwargs,
         trainer_kwargs=_matryoshka_trainer_kwargs,
         inference_rule=_batch_topk_rule,
         allowed_rules=("topk", "threshold"),
         native_rule="threshold",
-        options_class=MatryoshkaOptions,
         meta_init=False,
     ),
 )
@@ -334,47 +345,44 @@ ARCHITECTURES.add(
 ARCHITECTURES.add(
     "relu",
     Architecture(
+        choices=CHOICES["relu"],
         engines={"dictionary_learning": f"{_ENGINES}.reporting:ReluTrainer"},
-        default_engine="dictionary_learning",
         dictionary_class="dictionary_learning.dictionary:AutoEncoder",
         dictionary_kwargs=_plain_dictionary_kwargs,
         trainer_kwargs=_l1_trainer_kwargs,
         inference_rule=lambda ae: "native",
         allowed_rules=("native",),
         native_rule="native",
-        uses_k=False,
-        options_class=L1Options,
     ),
 )
 
 ARCHITECTURES.add(
     "jumprelu",
     Architecture(
+        choices=CHOICES["jumprelu"],
         engines={"dictionary_learning": f"{_DL}.jumprelu:JumpReluTrainer"},
-        default_engine="dictionary_learning",
         dictionary_class="dictionary_learning.dictionary:JumpReluAutoEncoder",
         dictionary_kwargs=_plain_dictionary_kwargs,
         trainer_kwargs=_jumprelu_trainer_kwargs,
         inference_rule=lambda ae: "native",
         allowed_rules=("native",),
         native_rule="native",
-        uses_k=False,
-        options_class=JumpReluOptions,
     ),
 )
 
 ARCHITECTURES.add(
     "gated",
     Architecture(
+        choices=CHOICES["gated"],
         engines={"dictionary_learning": f"{_ENGINES}.reporting:GatedTrainer"},
-        default_engine="dictionary_learning",
         dictionary_class="dictionary_learning.dictionary:GatedAutoEncoder",
         dictionary_kwargs=_plain_dictionary_kwargs,
         trainer_kwargs=_l1_trainer_kwargs,
         inference_rule=lambda ae: "native",
         allowed_rules=("native",),
         native_rule="native",
-        uses_k=False,
-        options_class=L1Options,
     ),
 )
+
+if set(ARCHITECTURES) != set(CHOICES):
+    raise ValueError(f"ARCHITECTURES {ARCHITECTURES.names()} and CHOICES {sorted(CHOICES)} differ")

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import musicsae_kedro
+from musicsae_kedro.config import parse_params
 from musicsae_kedro.durable import atomic_path
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.sae.architectures import ARCHITECTURES, ENCODE_RULES, Architecture
@@ -111,7 +112,7 @@ def save_sae(
         "scale": repr(sae.scale),  # repr round-trips a float exactly
         "site": sae.site,
         "encode_rule": sae.encode_rule,
-        "sae_config": json.dumps(sae.config.to_dict(), sort_keys=True),
+        "sae_config": json.dumps(sae.config.model_dump(), sort_keys=True),
         "code_version": code_version(),
         **provenance,
     }
@@ -186,16 +187,20 @@ def _parse_metadata(path: Path, metadata: Mapping[str, str]) -> _Header:
     if not (math.isfinite(scale) and scale > 0):
         raise MusicSAEError(path, f"metadata scale={scale} must be finite and > 0", _RETRAIN_FIX)
     try:
-        config = SAEConfig.from_dict(json.loads(metadata["sae_config"]), where=str(path))
+        raw_config = json.loads(metadata["sae_config"])
         json.loads(metadata["trainer_config"])
     except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
         raise MusicSAEError(
             path, f"config metadata is not valid JSON ({exc})", _RETRAIN_FIX
         ) from None
+    try:
+        config = parse_params(SAEConfig, raw_config, "sae_config")
+    except MusicSAEError as exc:
+        raise MusicSAEError(path, f"stored sae_config: {exc.problem}", _RETRAIN_FIX) from None
     if (config.architecture, config.k, config.dict_size(d_in)) != (name, k, dict_size):
         raise MusicSAEError(
             path,
-            f"sae_config {config.to_dict()} disagrees with architecture={name!r}, k={k}, "
+            f"sae_config {config.model_dump()} disagrees with architecture={name!r}, k={k}, "
             f"d_in={d_in}, dict_size={dict_size}",
             _RETRAIN_FIX,
         )

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from pydantic import PositiveInt
 
+from musicsae_kedro.config import ParamsModel
 from musicsae_kedro.sae.model import SparseAutoencoder
 
 logger = logging.getLogger(__name__)
@@ -40,15 +41,14 @@ class TeacherForcedLM(Protocol):
     def site_positions(self, n_frames: int, policy: str) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
-class CEConfig:
+class CEConfig(ParamsModel):
     """CE-recovered evaluation (``train.ce`` parameters)."""
 
     enabled: bool = True
     """Evaluate CE recovered after training (for models that support it)."""
-    max_clips: int = 64
+    max_clips: PositiveInt = 64
     """Held-out clips evaluated (the first ones in track order)."""
-    batch_size: int = 8
+    batch_size: PositiveInt = 8
     """Clips per forward pass."""
 
 

@@ -165,7 +165,7 @@ class FinishedSAE:
             d_in=sae.d_in,
             scale=sae.scale,
             site=sae.site,
-            sae_config=sae.config.to_dict(),
+            sae_config=sae.config.model_dump(),
             encode_rule=sae.encode_rule,
             provenance=dict(sae.provenance),
             summary=json.loads(json.dumps(dict(summary), default=float)),

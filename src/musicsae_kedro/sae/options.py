@@ -1,70 +1,52 @@
-"""Per-architecture hyperparameters: one small frozen dataclass per family.
+"""What the ``sae`` parameters may choose per architecture, and its hyperparameters.
 
-They live in ``SAEConfig.options``, one section per architecture name::
+The bottom of the SAE config floors: ``config`` imports this module, ``architectures``
+imports both, and this module imports neither.
+
+Each architecture's hyperparameters are one small frozen model; they live in
+``SAEConfig.options``, one section per architecture name::
 
     sae:
       architecture: relu
       options:
         relu: {l1_penalty: 0.05, sparsity_warmup_steps: 500}
 
-so ``SAEConfig`` keeps only the fields every architecture shares. The registry says
-which class checks which section (``Architecture.options_class``).
+so ``SAEConfig`` keeps only the fields every architecture shares. ``CHOICES`` says, per
+architecture name, which engines train it, whether it has a ``k`` and which class
+checks its options section; ``architectures.ARCHITECTURES`` says how each is trained
+and stored (an architecture is one entry in each).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
+from pydantic import Field, model_validator
+
+from musicsae_kedro.config import ParamsModel, TupleOf
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.sae.config import TrainConfig, _coerce, _Config
 
 
-def _coerce_option(value: Any, annotation: Any) -> Any:
-    """``config._coerce`` plus ``tuple[T, ...]`` (YAML lists) and unions containing it."""
-    origin = typing.get_origin(annotation)
-    if origin is tuple:
-        item_type = typing.get_args(annotation)[0]
-        if not isinstance(value, list | tuple):
-            raise TypeError("must be a list")
-        return tuple(_coerce(item, item_type) for item in value)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(annotation):
-            try:
-                return _coerce_option(value, option)
-            except TypeError:
-                continue
-        raise TypeError(f"must be {annotation}")
-    return _coerce(value, annotation)
+class Schedule(Protocol):
+    """The training schedule options are checked against (``TrainConfig``)."""
+
+    @property
+    def num_steps(self) -> int: ...
+
+    @property
+    def decay_start(self) -> int | None: ...
 
 
-@dataclass(frozen=True)
-class ArchitectureOptions(_Config):
-    """Base of the option classes: scalar fields as in the other configs, plus tuples."""
+class ArchitectureOptions(ParamsModel):
+    """Base of the option classes."""
 
-    def _check_types(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            try:
-                converted = _coerce_option(value, hints[field.name])
-            except TypeError as exc:
-                raise MusicSAEError(
-                    type(self).__name__,
-                    f"field {field.name!r} = {value!r} {exc}",
-                    f"correct {field.name!r} in the SAE options",
-                ) from None
-            object.__setattr__(self, field.name, converted)
-
-    def check_against(self, train_cfg: TrainConfig) -> None:
+    def check_against(self, train_cfg: Schedule) -> None:
         """Refuse options that do not fit the training schedule (none by default)."""
 
 
-def _check_sparsity_warmup(options: Any, train_cfg: TrainConfig) -> None:
+def _check_sparsity_warmup(options: L1Options | JumpReluOptions, train_cfg: Schedule) -> None:
     warmup = options.sparsity_warmup_steps
     if warmup is None:
         return
@@ -84,96 +66,77 @@ def _check_sparsity_warmup(options: Any, train_cfg: TrainConfig) -> None:
         )
 
 
-@dataclass(frozen=True)
 class L1Options(ArchitectureOptions):
     """Standard ReLU and gated SAEs: sparsity from an L1 penalty."""
 
-    l1_penalty: float = 0.1
+    l1_penalty: float = Field(0.1, ge=0)
     """Weight of the L1 penalty on the latents (relu) or on the gate pre-activations
     (gated); larger gives sparser codes and worse reconstruction."""
 
-    sparsity_warmup_steps: int | None = 2000
+    sparsity_warmup_steps: int | None = Field(2000, ge=0)
     """Steps over which the penalty ramps linearly from 0 to ``l1_penalty``; ``null``
     applies it fully from the start. Must be below the number of training steps."""
 
-    def __post_init__(self) -> None:
-        self._check_types()
-        self._require(self.l1_penalty >= 0, "l1_penalty", "must be >= 0", "use e.g. 0.1")
-        if self.sparsity_warmup_steps is not None:
-            self._require(
-                self.sparsity_warmup_steps >= 0, "sparsity_warmup_steps", "must be >= 0", "use 0+"
-            )
-
-    def check_against(self, train_cfg: TrainConfig) -> None:
+    def check_against(self, train_cfg: Schedule) -> None:
         _check_sparsity_warmup(self, train_cfg)
 
 
-@dataclass(frozen=True)
 class JumpReluOptions(ArchitectureOptions):
     """JumpReLU SAEs (Rajamanoharan et al. 2024): learned per-latent thresholds and an
     L0 penalty through straight-through estimators."""
 
-    target_l0: float = 20.0
+    target_l0: float = Field(20.0, gt=0)
     """Active latents per token the sparsity penalty aims at:
     ``sparsity_penalty * (L0 / target_l0 - 1)^2``."""
 
-    sparsity_penalty: float = 1.0
+    sparsity_penalty: float = Field(1.0, ge=0)
     """Weight of the L0 penalty."""
 
-    bandwidth: float = 0.001
+    bandwidth: float = Field(0.001, gt=0)
     """Width of the rectangle kernel of the straight-through threshold gradient."""
 
-    sparsity_warmup_steps: int | None = 2000
+    sparsity_warmup_steps: int | None = Field(2000, ge=0)
     """Steps over which the penalty ramps linearly from 0; ``null`` applies it fully from
     the start. Must be below the number of training steps."""
 
-    def __post_init__(self) -> None:
-        self._check_types()
-        self._require(self.target_l0 > 0, "target_l0", "must be > 0", "use e.g. 20")
-        self._require(self.sparsity_penalty >= 0, "sparsity_penalty", "must be >= 0", "use 1.0")
-        self._require(self.bandwidth > 0, "bandwidth", "must be > 0", "use e.g. 0.001")
-        if self.sparsity_warmup_steps is not None:
-            self._require(
-                self.sparsity_warmup_steps >= 0, "sparsity_warmup_steps", "must be >= 0", "use 0+"
-            )
-
-    def check_against(self, train_cfg: TrainConfig) -> None:
+    def check_against(self, train_cfg: Schedule) -> None:
         _check_sparsity_warmup(self, train_cfg)
 
 
-@dataclass(frozen=True)
 class MatryoshkaOptions(ArchitectureOptions):
     """Matryoshka BatchTopK SAEs (Bussmann et al. 2025): nested groups of latents, each
     prefix trained to reconstruct on its own."""
 
-    group_fractions: tuple[float, ...] = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2 + 1 / 32)
+    group_fractions: TupleOf[float] = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2 + 1 / 32)
     """Fraction of the dictionary in each nested group, in order; must sum to 1. The
     last group takes the rounding remainder (as dictionary_learning does)."""
 
-    group_weights: tuple[float, ...] | None = None
+    group_weights: TupleOf[float] | None = None
     """Weight of each prefix's reconstruction loss; ``null`` weighs them equally."""
 
-    def __post_init__(self) -> None:
-        self._check_types()
+    @model_validator(mode="after")
+    def _groups(self) -> MatryoshkaOptions:
+        fractions = self.group_fractions
         self._require(
-            len(self.group_fractions) >= 1 and all(f > 0 for f in self.group_fractions),
+            len(fractions) >= 1 and all(f > 0 for f in fractions),
             "group_fractions",
             "must be a non-empty list of positive fractions",
             "use e.g. [0.25, 0.75]",
         )
         self._require(
-            math.isclose(sum(self.group_fractions), 1.0),
+            math.isclose(sum(fractions), 1.0),
             "group_fractions",
-            f"must sum to 1 (they sum to {sum(self.group_fractions)})",
+            f"must sum to 1 (they sum to {sum(fractions)})",
             "rescale the fractions",
         )
         if self.group_weights is not None:
             self._require(
-                len(self.group_weights) == len(self.group_fractions),
+                len(self.group_weights) == len(fractions),
                 "group_weights",
-                f"must have one weight per group ({len(self.group_fractions)})",
+                f"must have one weight per group ({len(fractions)})",
                 "give one weight per group fraction, or null for equal weights",
             )
+        return self
 
     def group_sizes(self, dict_size: int) -> list[int]:
         """Latents per group for ``dict_size`` latents (dictionary_learning's rounding)."""
@@ -187,3 +150,35 @@ class MatryoshkaOptions(ArchitectureOptions):
                 "use larger fractions, fewer groups or a larger expansion_factor",
             )
         return sizes
+
+
+@dataclass(frozen=True)
+class ArchitectureChoices:
+    """What the ``sae`` parameters may choose for one architecture."""
+
+    engines: tuple[str, ...]
+    """Engines that can train it (``SAEConfig.engine``), its default first."""
+
+    uses_k: bool = True
+    """Whether sparsity is a count ``k`` (TopK family) rather than a penalty."""
+
+    options_class: type[ArchitectureOptions] | None = None
+    """Typed class of its ``SAEConfig.options`` section; ``None``: it takes none."""
+
+    @property
+    def default_engine(self) -> str:
+        return self.engines[0]
+
+
+_BOTH = ("sparse", "dictionary_learning")
+_DL_ONLY = ("dictionary_learning",)
+
+CHOICES: dict[str, ArchitectureChoices] = {
+    "topk": ArchitectureChoices(_BOTH),
+    "batch_topk": ArchitectureChoices(_BOTH),
+    "matryoshka_batch_topk": ArchitectureChoices(_DL_ONLY, options_class=MatryoshkaOptions),
+    "relu": ArchitectureChoices(_DL_ONLY, uses_k=False, options_class=L1Options),
+    "jumprelu": ArchitectureChoices(_DL_ONLY, uses_k=False, options_class=JumpReluOptions),
+    "gated": ArchitectureChoices(_DL_ONLY, uses_k=False, options_class=L1Options),
+}
+"""Architecture name -> its choices; ``architectures.ARCHITECTURES`` has one entry per name."""

@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +28,7 @@ import torch
 from musicsae_kedro.activations.reader import BlockShuffleReader, ReaderConfig, sample_digest
 from musicsae_kedro.activations.sets import ActivationSet
 from musicsae_kedro.activations.store import ActivationStore
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import parse_params
 from musicsae_kedro.models.base import ModelConfig, load_adapter
 from musicsae_kedro.preprocessing.codes_store import CodesStore
 from musicsae_kedro.sae.artifact import save_sae
@@ -77,8 +77,8 @@ class SiteTrainingConfig:
             train=TrainConfig.from_dict(params.get("train"), f"{where}.train"),
             eval=EvalConfig.from_dict(params.get("eval"), f"{where}.eval"),
             checkpoint=CheckpointConfig.from_dict(params.get("checkpoint"), f"{where}.checkpoint"),
-            reader=config_from_dict(ReaderConfig, params.get("reader"), f"{where}.reader"),
-            ce=config_from_dict(CEConfig, params.get("ce"), f"{where}.ce"),
+            reader=parse_params(ReaderConfig, params.get("reader"), f"{where}.reader"),
+            ce=parse_params(CEConfig, params.get("ce"), f"{where}.ce"),
         )
 
 
@@ -252,11 +252,11 @@ def _run_params(
         "train_tokens": train_store.n_rows,
         "heldout_tokens": heldout_store.n_rows,
         "data_fingerprint": train_store.fingerprint,
-        "sae": cfg.sae.to_dict(),
-        "train": cfg.train.to_dict(),
-        "eval": cfg.eval.to_dict(),
-        "reader": asdict(cfg.reader),
-        "ce": asdict(cfg.ce),
+        "sae": cfg.sae.model_dump(),
+        "train": cfg.train.model_dump(),
+        "eval": cfg.eval.model_dump(),
+        "reader": cfg.reader.model_dump(),
+        "ce": cfg.ce.model_dump(),
     }
 
 

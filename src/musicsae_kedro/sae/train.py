@@ -309,8 +309,8 @@ def train_sae(
     provenance = {
         "model_spec": model_spec,
         "trainer_config": json.dumps(trainer_config, sort_keys=True, default=str),
-        "train_config": json.dumps(train_cfg.to_dict(), sort_keys=True),
-        "eval_config": json.dumps(eval_cfg.to_dict(), sort_keys=True),
+        "train_config": json.dumps(train_cfg.model_dump(), sort_keys=True),
+        "eval_config": json.dumps(eval_cfg.model_dump(), sort_keys=True),
     }
     sae = SparseAutoencoder(trainer.ae, norm.scale, site, sae_cfg, provenance=provenance)
     logger.info(

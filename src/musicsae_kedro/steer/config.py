@@ -1,4 +1,4 @@
-"""Typed configs of the ``intervene`` parameter block: one frozen dataclass per concern.
+"""Typed configs of the ``intervene`` parameter block: one frozen model per concern.
 
 ``steering_config(raw)`` builds them from YAML, refusing unknown keys at every level so a
 typo cannot silently steer with a default.
@@ -7,19 +7,27 @@ typo cannot silently steer with a default.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
+
 from musicsae_kedro.clap.config import ClapConfig
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import Invalid, ParamsModel, TupleOf, parse_params
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.generation import EditRows, GenerationSettings
 
 SelectBy = Literal["index", "label", "most_active", "prompt", "reference"]
 
 
-@dataclass(frozen=True)
-class FeatureSelection:
+def _none_as_default(cls: type[ParamsModel], value: Any, info: ValidationInfo) -> Any:
+    """YAML ``options:`` with nothing under it (null) means the field's default."""
+    assert info.field_name is not None
+    field = cls.model_fields[info.field_name]
+    return field.get_default(call_default_factory=True) if value is None else value
+
+
+class FeatureSelection(ParamsModel):
     """Which SAE features an intervention acts on (``interventions[i].features``)."""
 
     by: SelectBy = "most_active"
@@ -28,73 +36,74 @@ class FeatureSelection:
     ``prompt``: per prompt, the ``count`` features most active on its unsteered generation
     (what "the features that fire for the prompt" means); ``reference``: the ``count``
     features most active on ``transfer_pattern``'s reference track (concept A's pattern)."""
-    indices: tuple[int, ...] = ()
+    indices: TupleOf[int] = ()
     """Feature indices (``by: index``)."""
     label: str = ""
     """Label text to match (``by: label``), e.g. ``"loudness: loud"``: a feature matches
     when one of the comma-separated terms of its label equals it (case-insensitive)."""
-    count: int = 1
+    count: PositiveInt = 1
     """How many features ``label``, ``most_active``, ``prompt`` and ``reference`` keep
     (best first)."""
     fallback: Literal["most_active", "error"] = "most_active"
     """``by: label`` when no label matches (or interpret found no labels): use the
     ``count`` most active features (logged), or stop with an error."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "indices", tuple(int(i) for i in self.indices))
-        if self.count < 1:
-            raise ValueError(f"count must be positive, got {self.count}")
+    @model_validator(mode="after")
+    def _what_by_needs(self) -> FeatureSelection:
         if self.by == "index" and not self.indices:
-            raise ValueError("by: index needs `indices`")
+            raise Invalid("by: index needs `indices`", "list the feature indices")
         if self.by == "label" and not self.label.strip():
-            raise ValueError("by: label needs `label`")
+            raise Invalid("by: label needs `label`", "give the label text to match")
+        return self
 
 
-@dataclass(frozen=True)
-class InterventionConfig:
+class InterventionConfig(ParamsModel):
     """One entry of ``intervene.interventions``: a strategy at a site, over strengths."""
 
-    name: str
+    name: str = Field(min_length=1)
     """Names the entry in the effects table, the audio files and the figure."""
-    site: str
+    site: str = Field(min_length=1)
     """The SAE's site (``musicgen.l2``), or ``<site>.<point>`` for a sweep point's SAE."""
     strategy: str
     """A name in ``STRATEGIES``: ``activate_every_n``, ``scale_prompt_features``,
     ``transfer_pattern``."""
-    strengths: tuple[float, ...]
+    strengths: TupleOf[float] = Field(min_length=1)
     """Values swept (the strategy says what a strength means)."""
-    prompts: tuple[str, ...] = ()
+    prompts: TupleOf[str] = ()
     """Text prompts; each gets a baseline and one steered generation per strength, with
     the same seed."""
-    heldout_prompts: int = 0
+    heldout_prompts: int = Field(0, ge=0)
     """Also prompt with the captions of the first ``n`` held-out tracks (prompts the SAE
     never saw in training: the effects are measured on held-out prompts)."""
-    features: FeatureSelection = field(default_factory=FeatureSelection)
+    features: FeatureSelection = FeatureSelection()
     """Which features the strategy acts on."""
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
     """Strategy options, checked by the strategy (``STRATEGIES``)."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "strengths", tuple(float(s) for s in self.strengths))
-        object.__setattr__(self, "prompts", tuple(str(p) for p in self.prompts))
-        object.__setattr__(self, "options", dict(self.options or {}))
-        if not self.name or not self.site:
-            raise ValueError("`name` and `site` must not be empty")
-        if not self.strengths:
-            raise ValueError("`strengths` must not be empty")
-        if self.heldout_prompts < 0:
-            raise ValueError(f"heldout_prompts must be >= 0, got {self.heldout_prompts}")
+    @field_validator("features", "options", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        return _none_as_default(cls, value, info)
+
+    @model_validator(mode="after")
+    def _prompts_and_strengths(self) -> InterventionConfig:
         if not self.prompts and not self.heldout_prompts:
-            raise ValueError("give `prompts` or `heldout_prompts`")
-        if len(set(self.strengths)) != len(self.strengths):
-            raise ValueError(f"`strengths` repeat a value: {list(self.strengths)}")
+            raise Invalid(
+                "give `prompts` or `heldout_prompts`", "list prompts, or set heldout_prompts"
+            )
+        self._require(
+            len(set(self.strengths)) == len(self.strengths),
+            "strengths",
+            "repeats a value",
+            "list each strength once",
+        )
+        return self
 
 
-@dataclass(frozen=True)
-class SteeringConfig:
+class SteeringConfig(ParamsModel):
     """The ``intervene`` block: how to generate, edit and measure, and what to steer."""
 
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    generation: GenerationSettings = GenerationSettings()
     """Sampling of every baseline and steered generation (``seed`` seeds both alike)."""
     edit_rows: EditRows = "conditional"
     """Rows edited under classifier-free guidance: ``conditional`` (the prompt's rows) or
@@ -110,8 +119,24 @@ class SteeringConfig:
     baseline: an effect on the target that a random feature also produces means little)."""
     control_seed: int = 0
     """Seeds the choice of the random control features."""
-    interventions: tuple[InterventionConfig, ...] = ()
+    interventions: TupleOf[InterventionConfig] = ()
     """What to steer."""
+
+    @field_validator("generation", "interventions", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        return _none_as_default(cls, value, info)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SteeringConfig:
+        names = [i.name for i in self.interventions]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise Invalid(
+                f"interventions: names {duplicated} are used more than once",
+                "give every intervention its own `name` (it names its audio files)",
+            )
+        return self
 
     def for_site(self, site: str) -> list[InterventionConfig]:
         return [i for i in self.interventions if i.site == site]
@@ -119,51 +144,7 @@ class SteeringConfig:
 
 def steering_config(raw: Mapping[str, Any] | None, where: str = "intervene") -> SteeringConfig:
     """The ``intervene`` parameter block -> ``SteeringConfig`` (unknown keys refused)."""
-    raw = dict(raw or {})
-    entries = raw.pop("interventions", None) or []
-    if not isinstance(entries, list | tuple):
-        raise MusicSAEError(
-            f"parameters {where}.interventions",
-            f"must be a list, got {type(entries).__name__}",
-            "write one `- name: ...` item per intervention",
-        )
-    interventions = tuple(
-        _intervention(entry, f"{where}.interventions[{i}]") for i, entry in enumerate(entries)
-    )
-    names = [i.name for i in interventions]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise MusicSAEError(
-            f"parameters {where}.interventions",
-            f"names {duplicated} are used more than once",
-            "give every intervention its own `name` (it names its audio files)",
-        )
-    return config_from_dict(
-        SteeringConfig,
-        {
-            **raw,
-            "generation": config_from_dict(
-                GenerationSettings, raw.get("generation"), f"{where}.generation"
-            ),
-            "clap": None
-            if raw.get("clap") is None
-            else config_from_dict(ClapConfig, raw.get("clap"), f"{where}.clap"),
-            "interventions": interventions,
-        },
-        where,
-    )
-
-
-def _intervention(entry: Any, where: str) -> InterventionConfig:
-    if not isinstance(entry, Mapping):
-        raise MusicSAEError(
-            f"parameters {where}",
-            f"must be a mapping, got {type(entry).__name__}",
-            "write `name`, `site`, `strategy`, `strengths`, `prompts` (and `features`)",
-        )
-    entry = dict(entry)
-    features = config_from_dict(FeatureSelection, entry.get("features"), f"{where}.features")
-    return config_from_dict(InterventionConfig, {**entry, "features": features}, where)
+    return parse_params(SteeringConfig, raw, where)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -109,11 +109,11 @@ def fingerprint(entry: InterventionConfig, steering: SteeringConfig, sae_id: str
     """What the outcome depends on: the entry, the sampling, the rows edited, the
     measurement and the SAE (a rerun with all of them unchanged reuses the outcome)."""
     payload = {
-        "entry": asdict(entry),
-        "generation": asdict(steering.generation),
+        "entry": entry.model_dump(),
+        "generation": steering.generation.model_dump(),
         "edit_rows": steering.edit_rows,
         "positions": steering.positions,
-        "clap": asdict(steering.clap) if steering.clap else None,
+        "clap": steering.clap.model_dump() if steering.clap else None,
         "control": [steering.control, steering.control_seed],
         "sae": sae_id,
         "columns": EFFECT_COLUMNS,  # a table of another layout is recomputed

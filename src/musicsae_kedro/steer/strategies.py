@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from pydantic import Field, PositiveInt, model_validator
 
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import Invalid, ParamsModel, parse_params
 from musicsae_kedro.registry import Registry
 from musicsae_kedro.steer.edits import LatentEdit, every_position
 
@@ -47,27 +48,20 @@ class ReferencePattern:
         return 0 <= position < len(self.valid_P) and bool(self.valid_P[position])
 
 
-@dataclass(frozen=True)
-class ActivateOptions:
+class ActivateOptions(ParamsModel):
     """``activate_every_n`` options."""
 
-    every_n: int = 1
+    every_n: PositiveInt = 1
     """Edit before every n-th generated token: at input positions ``p`` with
     ``(p + 1) % every_n == 0`` (the decoder run reading position ``p`` samples token
     ``p + 1``); 1 edits every step."""
 
-    def __post_init__(self) -> None:
-        if self.every_n < 1:
-            raise ValueError(f"every_n must be positive, got {self.every_n}")
 
-
-@dataclass(frozen=True)
-class ScaleOptions:
+class ScaleOptions(ParamsModel):
     """``scale_prompt_features`` takes no options."""
 
 
-@dataclass(frozen=True)
-class TransferOptions:
+class TransferOptions(ParamsModel):
     """``transfer_pattern`` options: where the reference pattern comes from."""
 
     reference_tag: str = ""
@@ -78,14 +72,17 @@ class TransferOptions:
     reference_split: Literal["heldout", "train", "any"] = "heldout"
     """Split to take the reference from (held-out tracks by default, as for every
     evaluation); ``any`` tries held-out tracks first."""
-    clip: int = 0
+    clip: int = Field(0, ge=0)
     """Clip of the reference track."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _one_reference(self) -> TransferOptions:
         if bool(self.reference_tag) == bool(self.reference_track):
-            raise ValueError("give exactly one of `reference_tag` and `reference_track`")
-        if self.clip < 0:
-            raise ValueError(f"clip must be >= 0, got {self.clip}")
+            raise Invalid(
+                "give exactly one of `reference_tag` and `reference_track`",
+                "set reference_tag (e.g. loudness:loud) or reference_track, not both",
+            )
+        return self
 
 
 Build = Callable[[float | None, Any, ReferencePattern | None], LatentEdit]
@@ -95,7 +92,7 @@ Build = Callable[[float | None, Any, ReferencePattern | None], LatentEdit]
 class Strategy:
     """A registered strategy: its options type, its edit builder and its identity."""
 
-    options_type: type
+    options_type: type[ParamsModel]
     build: Build
     """``(strength, options, reference) -> LatentEdit``."""
     identity_strength: float | None
@@ -103,7 +100,7 @@ class Strategy:
     needs_reference: bool = False
 
     def options(self, raw: Mapping[str, Any] | None, where: str) -> Any:
-        return config_from_dict(self.options_type, dict(raw or {}), where)
+        return parse_params(self.options_type, raw, where)
 
 
 STRATEGIES: Registry[Strategy] = Registry("steering strategy")

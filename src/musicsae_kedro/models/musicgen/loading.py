@@ -9,8 +9,8 @@ import torch
 from transformers import AutoTokenizer, MusicgenForConditionalGeneration, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import ModelConfig, ModelSpec
+from musicsae_kedro.models.hub_errors import hub_error
 from musicsae_kedro.models.musicgen.codebooks import fit_codebooks, reference_audio
 from musicsae_kedro.models.musicgen.configs import debug_config
 from musicsae_kedro.models.text_tokenizer import build_text_tokenizer
@@ -64,15 +64,7 @@ def load_musicgen(
                 spec.path, local_files_only=spec.kind != "hub"
             )
         except OSError as exc:
-            fix = (
-                "download it where the hub is reachable (`hf download "
-                f"{spec.value} --local-dir DIR`) and set `spec: DIR`"
-                if spec.kind == "hub"
-                else "point `spec` at a save_pretrained directory"
-            )
-            raise MusicSAEError(
-                config.spec, f"cannot load the MusicGen checkpoint ({exc})", fix
-            ) from exc
+            raise hub_error(spec, exc, "the MusicGen checkpoint") from exc
         finally:
             hf_logging.set_verbosity(verbosity)
     logger.info(

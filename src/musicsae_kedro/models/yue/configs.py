@@ -16,13 +16,13 @@ Facts from YuE's own inference code (``inference/infer.py``, ``codecmanipulator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Literal
 
+from pydantic import field_validator
 from transformers import LlamaConfig
 
-from musicsae_kedro.config import config_from_dict
-from musicsae_kedro.errors import MusicSAEError
+from musicsae_kedro.config import ParamsModel, parse_params
 from musicsae_kedro.models.yue.layout import DEBUG_LAYERS
 
 # --------------------------------------------------------------------------- tokens
@@ -101,8 +101,7 @@ def debug_config(n_layers: int = DEBUG_LAYERS, hidden: int = 64) -> LlamaConfig:
 # --------------------------------------------------------------------------- options
 
 
-@dataclass(frozen=True)
-class CodecSource:
+class CodecSource(ParamsModel):
     """Where YuE's X-Codec comes from."""
 
     path: str = "debug"
@@ -122,12 +121,12 @@ class CodecSource:
 StemsMode = Literal["separate", "mix_as_instrumental"]
 
 
-@dataclass(frozen=True)
-class YueOptions:
+class YueOptions(ParamsModel):
     """``models.<key>.options`` of a ``family: yue`` model."""
 
-    codec: CodecSource = field(default_factory=CodecSource)
-    """YuE's own X-Codec (not a transformers X-Codec port: their weights differ)."""
+    codec: CodecSource = CodecSource()
+    """YuE's own X-Codec (not a transformers X-Codec port: their weights differ); a
+    string is its ``path``."""
     tokenizer: str | None = None
     """Text tokenizer: ``debug``, or a local folder transformers can load (YuE's
     ``mm_tokenizer_v0.2_hf`` converted once to ``tokenizer.json``). Default: ``debug``
@@ -141,26 +140,12 @@ class YueOptions:
     """``device_map`` for ``from_pretrained`` (e.g. ``auto`` to spread the 7B model over
     GPUs); None: the whole model on ``device``."""
 
+    @field_validator("codec", mode="before")
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None, where: str) -> YueOptions:
-        raw = dict(raw or {})
-        codec = raw.pop("codec", None)
-        if isinstance(codec, str):
-            codec = {"path": codec}
-        if codec is not None and not isinstance(codec, dict):
-            raise MusicSAEError(
-                f"parameters {where}.codec",
-                f"expected a path or a mapping, got {type(codec).__name__}",
-                "write `codec: {path: DIR, trusted: true}` or `codec: debug`",
-            )
-        options = config_from_dict(cls, raw, where)
-        if codec is not None:
-            source = config_from_dict(CodecSource, codec, f"{where}.codec")
-            options = cls(**{**options.__dict__, "codec": source})
-        if options.stems not in ("separate", "mix_as_instrumental"):
-            raise MusicSAEError(
-                f"parameters {where}.stems",
-                f"unknown stems mode {options.stems!r}",
-                "use `separate` or `mix_as_instrumental`",
-            )
-        return options
+    def _path_alone(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None, where: str) -> YueOptions:
+        """The ``models.<key>.options`` block (``where`` names it in errors)."""
+        return parse_params(cls, raw, where)

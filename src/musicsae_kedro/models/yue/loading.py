@@ -11,6 +11,7 @@ from transformers.utils import logging as hf_logging
 
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import ModelConfig, ModelSpec
+from musicsae_kedro.models.hub_errors import hub_error
 from musicsae_kedro.models.text_tokenizer import build_text_tokenizer
 from musicsae_kedro.models.yue.configs import (
     TEXT_VOCAB_SIZE,
@@ -52,13 +53,12 @@ def load_stage1(config: ModelConfig, options: YueOptions) -> PreTrainedModel:
             local_files_only=spec.kind != "hub",
         )
     except OSError as exc:
-        fix = (
-            f"download it where the hub is reachable (`hf download {spec.value} --local-dir "
-            "DIR`) and set `spec: DIR`"
-            if spec.kind == "hub"
-            else "point `spec` at a save_pretrained folder of a LLaMA-architecture stage 1"
-        )
-        raise MusicSAEError(config.spec, f"cannot load YuE stage 1 ({exc})", fix) from exc
+        raise hub_error(
+            spec,
+            exc,
+            "YuE stage 1",
+            "point `spec` at a save_pretrained folder of a LLaMA-architecture stage 1",
+        ) from exc
     finally:
         hf_logging.set_verbosity(verbosity)
     if options.device_map is None:

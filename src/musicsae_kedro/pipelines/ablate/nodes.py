@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import parse_params
 from musicsae_kedro.models.base import ModelConfig
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _study_config(cls, ablate: dict[str, Any], key: str):
-    return config_from_dict(cls, (ablate or {}).get(key), f"ablate.{key}")
+    return parse_params(cls, (ablate or {}).get(key), f"ablate.{key}")
 
 
 def layer_ablation(

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import parse_params
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import ModelConfig, load_adapter
 
@@ -47,7 +47,7 @@ def extract_activations(
     )
     from musicsae_kedro.collect.prefetch import prefetched
 
-    cfg = config_from_dict(ExtractConfig, extract, "extract")
+    cfg = parse_params(ExtractConfig, extract, "extract")
     config = ModelConfig.from_dict(model_key, model)
     shard = current_shard(config.device)
     adapter = load_adapter(config)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import parse_params
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def _config(cls: type, interpret: dict[str, Any], key: str) -> Any:
-    return config_from_dict(cls, (interpret or {}).get(key), f"interpret.{key}")
+    return parse_params(cls, (interpret or {}).get(key), f"interpret.{key}")
 
 
 def _run_id(sae_metrics: dict[str, Any] | None) -> str | None:

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import parse_params
 from musicsae_kedro.models.base import ModelConfig, load_adapter
 
 if TYPE_CHECKING:
@@ -39,11 +39,11 @@ def prepare_clips(
     from musicsae_kedro.audio.stems import CachedStemSeparator, SeparatorConfig
     from musicsae_kedro.preprocessing.clips import ClipConfig, metadata_rejects, stream_clips
 
-    cfg = config_from_dict(ClipConfig, preprocess.get("clips"), "preprocess.clips")
+    cfg = parse_params(ClipConfig, preprocess.get("clips"), "preprocess.clips")
     progress = preprocess.get("progress", True)
     separator = None
     if cfg.stem != "mix":  # the mix needs no separation, even with a separator configured
-        stems = config_from_dict(SeparatorConfig, preprocess.get("stems"), "preprocess.stems")
+        stems = parse_params(SeparatorConfig, preprocess.get("stems"), "preprocess.stems")
         separator = CachedStemSeparator(stems, cfg.stem, progress=progress)
     yield cfg.settings(separator=stems.label() if separator else "")
     if done_track_ids:
@@ -65,9 +65,9 @@ def make_manifest(
         build_manifest,
     )
 
-    clip_cfg = config_from_dict(ClipConfig, preprocess.get("clips"), "preprocess.clips")
-    split_cfg = config_from_dict(SplitConfig, preprocess.get("split"), "preprocess.split")
-    text_cfg = config_from_dict(
+    clip_cfg = parse_params(ClipConfig, preprocess.get("clips"), "preprocess.clips")
+    split_cfg = parse_params(SplitConfig, preprocess.get("split"), "preprocess.split")
+    text_cfg = parse_params(
         ConditioningConfig, preprocess.get("conditioning"), "preprocess.conditioning"
     )
     tracks, clip_table = build_manifest(clips.records(), clip_cfg.clip_seconds, split_cfg, text_cfg)

@@ -7,10 +7,9 @@ imported inside the nodes, the classes in the signatures for type checking only.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from musicsae_kedro.config import config_from_dict
+from musicsae_kedro.config import parse_params
 
 if TYPE_CHECKING:
     from musicsae_kedro.pretrain.artifacts import MusicgenBundle, RaveExport
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
 def _corpus_cfg(pretrain: dict[str, Any]) -> PretrainCorpusConfig:
     from musicsae_kedro.pretrain.config import PretrainCorpusConfig
 
-    return config_from_dict(PretrainCorpusConfig, pretrain.get("corpus"), "pretrain.corpus")
+    return parse_params(PretrainCorpusConfig, pretrain.get("corpus"), "pretrain.corpus")
 
 
 def render_pretrain_corpus(pretrain: dict[str, Any]) -> SynthClips:
@@ -40,9 +39,13 @@ def train_musicgen_synth(
     from musicsae_kedro.pretrain.config import CodecFitConfig, MusicgenTrainConfig
 
     corpus_cfg = _corpus_cfg(pretrain)
-    codec_cfg = config_from_dict(CodecFitConfig, pretrain.get("codec"), "pretrain.codec")
-    cfg = config_from_dict(MusicgenTrainConfig, pretrain.get("musicgen"), "pretrain.musicgen")
-    params = {"corpus": asdict(corpus_cfg), "codec": asdict(codec_cfg), "train": asdict(cfg)}
+    codec_cfg = parse_params(CodecFitConfig, pretrain.get("codec"), "pretrain.codec")
+    cfg = parse_params(MusicgenTrainConfig, pretrain.get("musicgen"), "pretrain.musicgen")
+    params = {
+        "corpus": corpus_cfg.model_dump(),
+        "codec": codec_cfg.model_dump(),
+        "train": cfg.model_dump(),
+    }
     with child_run("pretrain.musicgen_synth", params, {"stage": "pretrain"}) as (log_fn, _):
         return synth.train_musicgen_synth(corpus, codec_cfg, cfg, params, log_fn)
 
@@ -56,8 +59,8 @@ def train_rave_synth(
     from musicsae_kedro.pretrain.config import RaveTrainConfig
 
     corpus_cfg = _corpus_cfg(pretrain)
-    cfg = config_from_dict(RaveTrainConfig, pretrain.get("rave"), "pretrain.rave")
-    params = {"corpus": asdict(corpus_cfg), "train": asdict(cfg)}
+    cfg = parse_params(RaveTrainConfig, pretrain.get("rave"), "pretrain.rave")
+    params = {"corpus": corpus_cfg.model_dump(), "train": cfg.model_dump()}
     with child_run("pretrain.rave_synth", params, {"stage": "pretrain"}) as (log_fn, _):
         return synth.train_rave_synth(corpus, cfg, params, log_fn)
 
@@ -69,7 +72,7 @@ def musicgen_synth_evidence(
     from musicsae_kedro.pretrain import synth
     from musicsae_kedro.pretrain.config import EvidenceConfig
 
-    cfg = config_from_dict(EvidenceConfig, pretrain.get("evidence"), "pretrain.evidence")
+    cfg = parse_params(EvidenceConfig, pretrain.get("evidence"), "pretrain.evidence")
     return synth.musicgen_synth_evidence(bundle, corpus, cfg)
 
 
@@ -80,6 +83,6 @@ def rave_synth_evidence(
     from musicsae_kedro.pretrain import synth
     from musicsae_kedro.pretrain.config import EvidenceConfig, RaveTrainConfig
 
-    cfg = config_from_dict(EvidenceConfig, pretrain.get("evidence"), "pretrain.evidence")
-    train_cfg = config_from_dict(RaveTrainConfig, pretrain.get("rave"), "pretrain.rave")
+    cfg = parse_params(EvidenceConfig, pretrain.get("evidence"), "pretrain.evidence")
+    train_cfg = parse_params(RaveTrainConfig, pretrain.get("rave"), "pretrain.rave")
     return synth.rave_synth_evidence(export, corpus, cfg, train_cfg)
