@@ -90,7 +90,8 @@ def test_configs_are_frozen_and_copied_with_model_copy() -> None:
 CONFIG_MODULES = (
     "ablation.config",
     "ablation.generation_score",
-    "activations.extract",
+    "collect.extract",
+    "clap.config",
     "audio.stems",
     "corpora.fma",
     "corpora.folder",
