@@ -90,6 +90,7 @@ def test_configs_are_frozen_and_copied_with_model_copy() -> None:
 CONFIG_MODULES = (
     "ablation.config",
     "ablation.generation_score",
+    "activations.reader",
     "collect.extract",
     "clap.config",
     "audio.stems",

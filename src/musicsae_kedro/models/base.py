@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import abc
 import functools
+import importlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from musicsae_kedro.config import ParamsModel, parse_params
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 
 SpecKind = Literal["debug", "embedded", "local", "hub"]
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "embedded"
@@ -111,6 +114,8 @@ class ModelConfig(ParamsModel):
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        import torch  # here: pipeline registration reads model configs without torch
+
         return getattr(torch, self.dtype)
 
 
@@ -204,11 +209,8 @@ FAMILIES: Registry[type[ModelAdapter]] = Registry("model family")
 @functools.lru_cache(maxsize=4)
 def family(name: str) -> type[ModelAdapter]:
     """The adapter class of a family; importing the family modules registers them."""
-    from musicsae_kedro.models import (
-        musicgen,  # noqa: F401
-        rave,  # noqa: F401
-        yue,  # noqa: F401
-    )
+    for module in ("musicgen", "rave", "yue"):
+        importlib.import_module(f"musicsae_kedro.models.{module}.adapter")
 
     return FAMILIES.get(name)
 

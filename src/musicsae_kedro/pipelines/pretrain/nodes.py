@@ -1,54 +1,32 @@
-"""Pretrain nodes: unpack parameters, call the library, report to MLflow."""
+"""Pretrain nodes: unpack parameters, call the library (``pretrain.synth``), report to
+MLflow.
+
+Registering pipelines imports this module: the library (torch, transformers) is
+imported inside the nodes, the classes in the signatures for type checking only.
+"""
 
 from __future__ import annotations
 
-import logging
-import platform
-from dataclasses import asdict
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from musicsae_kedro.config import parse_params
-from musicsae_kedro.models.rave.architecture import build_autoencoder
-from musicsae_kedro.models.rave.export import export_torchscript
-from musicsae_kedro.models.rave.stepping import SteppedRave
-from musicsae_kedro.pipelines.tracking import child_run
-from musicsae_kedro.pretrain.artifacts import MusicgenBundle, RaveExport
-from musicsae_kedro.pretrain.config import (
-    CodecFitConfig,
-    EvidenceConfig,
-    MusicgenTrainConfig,
-    PretrainCorpusConfig,
-    RaveTrainConfig,
-)
-from musicsae_kedro.pretrain.corpus import SynthClips, render_corpus
-from musicsae_kedro.pretrain.evidence import musicgen_evidence, rave_evidence
-from musicsae_kedro.pretrain.musicgen_lm import (
-    build_synth_musicgen,
-    encode_clips,
-    fit_synth_codec,
-    train_musicgen,
-)
-from musicsae_kedro.pretrain.rave_ae import arch_config, export_trained, train_rave
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from musicsae_kedro.pretrain.artifacts import MusicgenBundle, RaveExport
+    from musicsae_kedro.pretrain.config import PretrainCorpusConfig
+    from musicsae_kedro.pretrain.corpus import SynthClips
 
 
 def _corpus_cfg(pretrain: dict[str, Any]) -> PretrainCorpusConfig:
+    from musicsae_kedro.pretrain.config import PretrainCorpusConfig
+
     return parse_params(PretrainCorpusConfig, pretrain.get("corpus"), "pretrain.corpus")
-
-
-def _environment() -> dict[str, Any]:
-    return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
 
 
 def render_pretrain_corpus(pretrain: dict[str, Any]) -> SynthClips:
     """The synthetic corpus both models learn from, rendered into memory."""
+    from musicsae_kedro.pretrain.corpus import render_corpus
+
     return render_corpus(_corpus_cfg(pretrain), progress=bool(pretrain.get("progress", False)))
 
 
@@ -56,6 +34,10 @@ def train_musicgen_synth(
     corpus: SynthClips, pretrain: dict[str, Any]
 ) -> tuple[MusicgenBundle, dict[str, Any]]:
     """Fit the codec's codebooks, encode the corpus, train the decoder LM."""
+    from musicsae_kedro.pipelines.tracking import child_run
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.config import CodecFitConfig, MusicgenTrainConfig
+
     corpus_cfg = _corpus_cfg(pretrain)
     codec_cfg = parse_params(CodecFitConfig, pretrain.get("codec"), "pretrain.codec")
     cfg = parse_params(MusicgenTrainConfig, pretrain.get("musicgen"), "pretrain.musicgen")
@@ -65,76 +47,42 @@ def train_musicgen_synth(
         "train": cfg.model_dump(),
     }
     with child_run("pretrain.musicgen_synth", params, {"stage": "pretrain"}) as (log_fn, _):
-        model, tokenizer = build_synth_musicgen(cfg)
-        train_audio = corpus.audio_NS[~corpus.heldout_N]
-        usage = fit_synth_codec(model, train_audio, codec_cfg, cfg.seed)
-        codes_NKT = encode_clips(model, corpus.audio_NS)
-        metrics = train_musicgen(
-            model, tokenizer, codes_NKT, corpus.captions, corpus.heldout_N, cfg, log_fn
-        )
-        log_fn({f"final/{k}": v for k, v in metrics.items()}, int(metrics["steps_run"]))
-    card = {
-        "name": "musicgen-synth",
-        **params,
-        "codes_used_per_codebook": usage,
-        "metrics": metrics,
-        "parameters": sum(p.numel() for p in model.decoder.parameters()),
-        "environment": _environment(),
-    }
-    return MusicgenBundle(model, tokenizer, card), {**metrics, "codes_used": usage}
+        return synth.train_musicgen_synth(corpus, codec_cfg, cfg, params, log_fn)
 
 
 def train_rave_synth(
     corpus: SynthClips, pretrain: dict[str, Any]
 ) -> tuple[RaveExport, dict[str, Any]]:
     """Train the autoencoder and export it in the distributed TorchScript layout."""
+    from musicsae_kedro.pipelines.tracking import child_run
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.config import RaveTrainConfig
+
     corpus_cfg = _corpus_cfg(pretrain)
     cfg = parse_params(RaveTrainConfig, pretrain.get("rave"), "pretrain.rave")
     params = {"corpus": corpus_cfg.model_dump(), "train": cfg.model_dump()}
     with child_run("pretrain.rave_synth", params, {"stage": "pretrain"}) as (log_fn, _):
-        train_NS = corpus.audio_NS[~corpus.heldout_N]
-        model, metrics = train_rave(
-            train_NS, corpus.audio_NS[corpus.heldout_N], cfg, corpus.sample_rate, log_fn
-        )
-        log_fn({f"final/{k}": v for k, v in metrics.items()}, int(metrics["steps_run"]))
-    card = {
-        "name": "rave-synth",
-        **params,
-        "architecture": asdict(model.cfg),
-        "metrics": metrics,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "environment": _environment(),
-    }
-    return RaveExport(export_trained(model, train_NS), card), metrics
+        return synth.train_rave_synth(corpus, cfg, params, log_fn)
 
 
 def musicgen_synth_evidence(
     bundle: MusicgenBundle, corpus: SynthClips, pretrain: dict[str, Any]
 ) -> dict[str, Any]:
     """CE against baselines, per-layer skip CE and label probes on held-out tracks."""
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.config import EvidenceConfig
+
     cfg = parse_params(EvidenceConfig, pretrain.get("evidence"), "pretrain.evidence")
-    heldout = corpus.split(True)
-    heldout = heldout.subset(range(min(cfg.heldout_clips, len(heldout.captions))))
-    return musicgen_evidence(bundle.model, bundle.tokenizer, corpus.split(False), heldout, cfg)
+    return synth.musicgen_synth_evidence(bundle, corpus, cfg)
 
 
 def rave_synth_evidence(
     export: RaveExport, corpus: SynthClips, pretrain: dict[str, Any]
 ) -> dict[str, Any]:
     """Reconstruction and pitch following of the export against a random model."""
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.config import EvidenceConfig, RaveTrainConfig
+
     cfg = parse_params(EvidenceConfig, pretrain.get("evidence"), "pretrain.evidence")
     train_cfg = parse_params(RaveTrainConfig, pretrain.get("rave"), "pretrain.rave")
-    arch = arch_config(train_cfg, corpus.sample_rate)
-    random_module = export_torchscript(
-        build_autoencoder(arch, cfg.seed + 1),
-        torch.eye(arch.latent_size),
-        torch.zeros(arch.latent_size),
-    )
-    heldout = corpus.split(True)
-    heldout = heldout.subset(range(min(cfg.heldout_clips, len(heldout.captions))))
-    return rave_evidence(
-        SteppedRave(export.module, "rave-synth", cfg.seed),
-        SteppedRave(random_module, "random", cfg.seed),
-        heldout,
-        cfg,
-    )
+    return synth.rave_synth_evidence(export, corpus, cfg, train_cfg)
