@@ -44,7 +44,7 @@ from musicsae_kedro.sae.checkpoint import (
     restore_trainer,
 )
 from musicsae_kedro.sae.config import EvalConfig, SAEConfig, TrainConfig
-from musicsae_kedro.sae.metrics import SCALAR_METRICS, evaluate_sae
+from musicsae_kedro.sae.metrics import DEAD_WINDOW_PER_LATENT, SCALAR_METRICS, evaluate_sae
 from musicsae_kedro.sae.model import SparseAutoencoder
 from musicsae_kedro.sae.normalization import NormScale, estimate_scale, estimate_scale_and_replay
 from musicsae_kedro.sae.parallel import SINGLE, Reducer
@@ -119,7 +119,11 @@ def _evaluate(
     eval_cfg: EvalConfig,
 ) -> dict[str, Any]:
     return evaluate_sae(
-        sae, eval_batches_fn(), eval_cfg.max_tokens, where=f"{sae.site} held-out activations"
+        sae,
+        eval_batches_fn(),
+        eval_cfg.max_tokens,
+        where=f"{sae.site} held-out activations",
+        dead_window_min=DEAD_WINDOW_PER_LATENT * sae.dict_size,
     )
 
 
@@ -290,7 +294,11 @@ def train_sae(
             if done % train_cfg.eval_every == 0 or done == steps:
                 final_metrics = _evaluate(current_sae(), eval_batches_fn, eval_cfg)
                 report(
-                    {f"eval/{name}": float(final_metrics[name]) for name in SCALAR_METRICS}, done
+                    {
+                        **{f"eval/{name}": float(final_metrics[name]) for name in SCALAR_METRICS},
+                        "eval/dead_window_tokens": float(final_metrics["dead_window_tokens"]),
+                    },
+                    done,
                 )
             if checkpointer is not None and checkpointer.due(done, steps):
                 ranks = parallel.gather_objects(
