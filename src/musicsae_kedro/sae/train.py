@@ -57,7 +57,7 @@ TRAINER_LOG_KEYS = ("train/effective_l0", "train/dead_features", "train/pre_norm
 """dictionary_learning's TopK/BatchTopK ``logging_parameters``, prefixed."""
 
 TRAIN_LOG_KEYS = ("train/loss", "train/lr", *TRAINER_LOG_KEYS, "train/dead_fraction")
-EVAL_LOG_KEYS = tuple(f"eval/{name}" for name in SCALAR_METRICS)
+EVAL_LOG_KEYS = (*(f"eval/{name}" for name in SCALAR_METRICS), "eval/dead_window_tokens")
 
 
 @runtime_checkable
@@ -294,10 +294,7 @@ def train_sae(
             if done % train_cfg.eval_every == 0 or done == steps:
                 final_metrics = _evaluate(current_sae(), eval_batches_fn, eval_cfg)
                 report(
-                    {
-                        **{f"eval/{name}": float(final_metrics[name]) for name in SCALAR_METRICS},
-                        "eval/dead_window_tokens": float(final_metrics["dead_window_tokens"]),
-                    },
+                    {key: float(final_metrics[key.removeprefix("eval/")]) for key in EVAL_LOG_KEYS},
                     done,
                 )
             if checkpointer is not None and checkpointer.due(done, steps):
