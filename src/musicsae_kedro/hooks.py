@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
+
+if TYPE_CHECKING:  # every kedro command imports this module (settings.py): keep it light
+    from kedro.framework.context import KedroContext
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,6 @@ with warnings.catch_warnings(record=True):
 # Namespaced dataset names (``musicgen.l2.activations``) contain dots on purpose.
 warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
 
-from kedro.config import OmegaConfigLoader  # noqa: E402
-
 from musicsae_kedro.hooks import ProjectHooks  # noqa: E402
 
 HOOKS = (ProjectHooks(),)
@@ -34,7 +32,8 @@ HOOKS = (ProjectHooks(),)
 # the run in MLflow (several processes creating one sqlite store at once would crash).
 if int(os.environ.get("RANK", "0") or 0) > 0:
     DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")  # dist name varies by version
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+# CONFIG_LOADER_CLASS: Kedro's default, OmegaConfigLoader (named here, it would be imported
+# by every kedro command, --version included: 0.1 s of omegaconf and fsspec).
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.models.base import ModelConfig, family, resolve_layers
+from musicsae_kedro.models.base import ModelConfig, resolve_layers
+from musicsae_kedro.models.layer_count import layer_count
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def resolve_sites(models: dict[str, Any], sites: list[dict[str, Any]]) -> list[M
                 f"use one of the `models` keys: {sorted(configs)}",
             )
         config = configs[key]
-        n_layers = family(config.family).layer_count(config)
+        n_layers = layer_count(config)
         layers = resolve_layers(entry.get("layers", "all"), n_layers, f"parameters sites[{i}]")
         by_model.setdefault(key, set()).update(layers)
     if not by_model:

@@ -83,6 +83,7 @@ def test_configs_are_frozen_and_copied_with_model_copy() -> None:
         "device": "cpu",
         "dtype": "float32",
         "seed": 0,
+        "weights_trained": True,
         "options": {},
     }
 
@@ -90,7 +91,9 @@ def test_configs_are_frozen_and_copied_with_model_copy() -> None:
 CONFIG_MODULES = (
     "ablation.config",
     "ablation.generation_score",
-    "activations.extract",
+    "activations.reader",
+    "collect.extract",
+    "clap.config",
     "audio.stems",
     "corpora.fma",
     "corpora.folder",

@@ -202,3 +202,26 @@ def test_shipped_codec_loads_through_the_musicgen_adapter(tmp_path):
     assert int(codes.max()) < 128
     adapter_codes = MusicgenAdapter(spec).encode_audio(clip)
     np.testing.assert_array_equal(adapter_codes, codes.numpy())
+
+
+def test_trained_codec_is_reused_only_for_its_fingerprint_and_steps(tmp_path):
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.artifacts import EncodecBundle, save_encodec_bundle
+    from musicsae_kedro.pretrain.config import PretrainCorpusConfig
+
+    corpus_cfg = PretrainCorpusConfig(n_tracks=10, sample_rate=RATE)
+    cfg = tiny_cfg(reuse_dir=str(tmp_path / "codec"), adversarial_start=None)
+    audio = corpus()
+    codec, metrics = train_codec(
+        audio[:4], audio[4:], cfg, RATE, None, synth.codec_data(corpus_cfg, RATE)
+    )
+    card = {"fingerprint": metrics["fingerprint"], "steps_reached": metrics["steps_reached"]}
+    save_encodec_bundle(EncodecBundle(codec, card), tmp_path / "codec")
+    reused = synth.reusable_codec(corpus_cfg, cfg, RATE)
+    assert reused is not None and reused.card == card
+    for key, value in codec.state_dict().items():
+        assert torch.equal(reused.codec.state_dict()[key], value), key
+    assert synth.reusable_codec(corpus_cfg, cfg.model_copy(update={"steps": 7}), RATE) is None
+    assert (
+        synth.reusable_codec(corpus_cfg, tiny_cfg(reuse_dir=cfg.reuse_dir, lr=1e-3), RATE) is None
+    )

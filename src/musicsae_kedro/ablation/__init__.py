@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
+if TYPE_CHECKING:  # the ablate pipeline reads STUDY_OF_FAMILY at registration
+    import pandas as pd
 
 Study = Literal["layer_ablation", "pitch_patching"]
 STUDY_OF_FAMILY: dict[str, Study] = {

@@ -27,8 +27,10 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
+from pydantic import PositiveInt
 
 from musicsae_kedro.activations.store import ACTS_DTYPE, ActivationStore
+from musicsae_kedro.config import ParamsModel
 from musicsae_kedro.errors import MusicSAEError
 
 logger = logging.getLogger(__name__)
@@ -109,6 +111,27 @@ class _Prefetcher(Generic[T]):
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class ReaderConfig(ParamsModel):
+    """How training batches are read from the HDF5 store (``train.reader``)."""
+
+    block_rows: PositiveInt = 8192
+    """Rows per contiguous block read."""
+    buffer_blocks: PositiveInt = 8
+    """Blocks pooled and shuffled together in RAM."""
+    prefetch: bool = True
+    """Read the next buffer in a background thread."""
+
+
+def sample_digest(store: ActivationStore, blocks: int = 8, rows: int = 16) -> str:
+    """SHA-256 (16 hex digits) of ``blocks`` evenly spaced runs of ``rows`` stored rows:
+    a cheap check that a store's content is the one a checkpoint was trained on."""
+    digest = hashlib.sha256()
+    for start in np.linspace(0, max(store.n_rows - rows, 0), blocks).astype(np.int64):
+        stop = min(int(start) + rows, store.n_rows)
+        digest.update(np.ascontiguousarray(store.read_rows(int(start), stop)).tobytes())
+    return digest.hexdigest()[:16]
 
 
 class BlockShuffleReader:

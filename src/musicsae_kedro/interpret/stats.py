@@ -10,7 +10,6 @@ dictionary size and N, never by the number of tracks or tokens.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from musicsae_kedro.interpret.stats_store import (
     StatsLayout,
 )
 from musicsae_kedro.interpret.units import plan_units
-from musicsae_kedro.sae.model import SparseAutoencoder
+from musicsae_kedro.sae.model import SparseAutoencoder, sae_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +60,6 @@ class StatsDone:
 
 
 StatsItem = StatsStarted | UnitMeans | StatsDone
-
-
-def sae_fingerprint(sae: SparseAutoencoder) -> str:
-    """A short hash of the SAE's tensors and scale (which SAE the stats belong to)."""
-    digest = hashlib.sha256(repr(sae.scale).encode())
-    for name, tensor in sorted(sae.ae.state_dict().items()):
-        digest.update(name.encode())
-        # Raw bytes of any dtype (bf16 too), hashed without an extra copy.
-        raw = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-        digest.update(memoryview(raw.numpy()))
-    return digest.hexdigest()[:16]
 
 
 class TopN:

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import abc
 import functools
+import importlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from musicsae_kedro.config import ParamsModel, parse_params
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 
 SpecKind = Literal["debug", "embedded", "local", "hub"]
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "embedded"
@@ -97,6 +100,9 @@ class ModelConfig(ParamsModel):
     """Weights dtype; half precision only makes sense on a GPU."""
     seed: int = 0
     """Seed for ``debug`` random weights."""
+    weights_trained: bool = True
+    """``false`` declares the weights untrained (for example a checkpoint re-initialised
+    at random): every CE-recovered number is then undefined (NaN), as for ``debug``."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Family-specific settings (YuE: codec checkpoint, tokenizer, device map...), checked
     by the family's adapter; excluded from the hash, compared for equality."""
@@ -111,6 +117,8 @@ class ModelConfig(ParamsModel):
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        import torch  # here: pipeline registration reads model configs without torch
+
         return getattr(torch, self.dtype)
 
 
@@ -158,6 +166,14 @@ class ModelAdapter(abc.ABC):
     def d_model(self) -> int:
         """Width of the residual stream at the sites."""
 
+    @property
+    def weights_trained(self) -> bool:
+        """Whether the weights were trained: ``debug`` is random by construction, an
+        embedded, local or hub checkpoint is trained unless the config says otherwise
+        (``weights_trained: false``). Numbers that compare against the model's own
+        predictions (CE recovered) mean nothing on random weights."""
+        return self.spec.kind != "debug" and self.config.weights_trained
+
     def site_width(self, layer: int) -> int:
         """Width of the activations at one site (RAVE's decoder sites differ in width)."""
         return self.d_model
@@ -204,11 +220,8 @@ FAMILIES: Registry[type[ModelAdapter]] = Registry("model family")
 @functools.lru_cache(maxsize=4)
 def family(name: str) -> type[ModelAdapter]:
     """The adapter class of a family; importing the family modules registers them."""
-    from musicsae_kedro.models import (
-        musicgen,  # noqa: F401
-        rave,  # noqa: F401
-        yue,  # noqa: F401
-    )
+    for module in ("musicgen", "rave", "yue"):
+        importlib.import_module(f"musicsae_kedro.models.{module}.adapter")
 
     return FAMILIES.get(name)
 

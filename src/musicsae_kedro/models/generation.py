@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from pydantic import PositiveFloat, PositiveInt
 
 from musicsae_kedro.config import ParamsModel
 
+if TYPE_CHECKING:  # the settings are read when pipelines are registered, without torch
+    import torch
+
 # An edit during generation: (input position, layer, hidden_BLD of the edited rows)
 # -> new hidden of the same shape. Steering adds SAE-feature edits through this hook.
-GenerationEdit = Callable[[int, int, torch.Tensor], torch.Tensor]
+GenerationEdit = Callable[[int, int, "torch.Tensor"], "torch.Tensor"]
 EditRows = Literal["conditional", "all"]
 
 

@@ -89,6 +89,26 @@ def log_figure(figure: Any, file_name: str) -> None:
         mlflow.log_figure(figure, file_name)
 
 
+class MlflowTracker:
+    """The library's ``Tracker`` (``sae.site_training``) on MLflow: a nested run per SAE
+    under the Kedro session's run, figures and artifacts logged to the active run."""
+
+    def run(
+        self,
+        name: str,
+        params: dict[str, Any],
+        tags: dict[str, str] | None = None,
+        run_id: str | None = None,
+    ) -> contextlib.AbstractContextManager[tuple[LogFn, str | None]]:
+        return child_run(name, params, tags, run_id)
+
+    def log_figure(self, figure: Any, file_name: str) -> None:
+        log_figure(figure, file_name)
+
+    def log_artifact(self, write: Callable[[Path], None], file_name: str) -> None:
+        log_artifact_file(write, file_name)
+
+
 def log_to_site_run(
     run_id: str | None,
     name: str,

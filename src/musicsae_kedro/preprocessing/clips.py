@@ -131,3 +131,17 @@ def stream_clips(
             meta=dict(track.meta),
         )
         yield TrackClips(record=record, clips_NS=decoded.clips_NS)
+
+
+def metadata_rejects(plugin: CorpusPlugin, done_ids: set[str]) -> Iterator[TrackReject]:
+    """Rows of the corpus metadata that its plugin refused (``metadata_rejects()``, an
+    optional plugin method), as rejects not recorded yet."""
+    rejects = getattr(plugin, "metadata_rejects", None)
+    for reject in rejects() if callable(rejects) else ():
+        reject_id = f"metadata:{reject.get('row', '?')}:{reject.get('path', '')}"
+        if reject_id not in done_ids:
+            yield TrackReject(
+                track_id=reject_id,
+                source=str(reject.get("path", "")),
+                reason=str(reject.get("reason", "bad metadata row")),
+            )

@@ -9,6 +9,7 @@ dictionary_learning module's ``encode(x / scale)``.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 from collections.abc import Mapping
 
@@ -141,3 +142,14 @@ class SparseAutoencoder(nn.Module):
             f"dict_size={self.dict_size}, k={self.k}, scale={self.scale:.6g}, "
             f"encode_rule={self.encode_rule!r}"
         )
+
+
+def sae_fingerprint(sae: SparseAutoencoder) -> str:
+    """A short hash of the SAE's tensors and scale (which SAE the stats belong to)."""
+    digest = hashlib.sha256(repr(sae.scale).encode())
+    for name, tensor in sorted(sae.ae.state_dict().items()):
+        digest.update(name.encode())
+        # Raw bytes of any dtype (bf16 too), hashed without an extra copy.
+        raw = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+        digest.update(memoryview(raw.numpy()))
+    return digest.hexdigest()[:16]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import MusicgenConfig
 
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import (
@@ -12,7 +11,6 @@ from musicsae_kedro.models.base import (
     ActivationBatch,
     ModelAdapter,
     ModelConfig,
-    ModelSpec,
 )
 from musicsae_kedro.models.generation import (
     EditRows,
@@ -20,8 +18,7 @@ from musicsae_kedro.models.generation import (
     GenerationEdit,
     GenerationSettings,
 )
-from musicsae_kedro.models.hub_errors import hub_error
-from musicsae_kedro.models.musicgen.configs import DEBUG_LAYERS
+from musicsae_kedro.models.musicgen import layout
 from musicsae_kedro.models.musicgen.delay import (
     IGNORE_INDEX,
     decoder_inputs,
@@ -72,16 +69,7 @@ class MusicgenAdapter(ModelAdapter):
 
     @classmethod
     def layer_count(cls, config: ModelConfig) -> int:
-        spec = ModelSpec.parse(config.spec)
-        if spec.kind == "debug":
-            return DEBUG_LAYERS
-        try:
-            model_config = MusicgenConfig.from_pretrained(
-                spec.path, local_files_only=spec.kind != "hub"
-            )
-        except OSError as exc:
-            raise hub_error(spec, exc, "the model config") from exc
-        return int(model_config.decoder.num_hidden_layers)
+        return layout.layer_count(config)
 
     @property
     def sample_rate(self) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
 
+from musicsae_kedro.models.musicgen.layout import DEBUG_LAYERS
+
 # Structural fields shared by facebook/musicgen-{small,medium,large} (mono).
 MUSICGEN_DECODER_STRUCTURE = {
     "vocab_size": 2048,
@@ -42,9 +44,6 @@ MUSICGEN_SIZES = {
     "facebook/musicgen-medium": (1536, 48, 24, 6144),
     "facebook/musicgen-large": (2048, 48, 32, 8192),
 }
-
-
-DEBUG_LAYERS = 4
 
 
 def debug_config(

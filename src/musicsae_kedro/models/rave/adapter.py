@@ -26,6 +26,7 @@ from musicsae_kedro.models.base import (
     ModelAdapter,
     ModelConfig,
 )
+from musicsae_kedro.models.rave import layout
 from musicsae_kedro.models.rave.loading import load_rave
 from musicsae_kedro.models.rave.stepping import PatchFn, RaveSite
 
@@ -51,7 +52,7 @@ class RaveAdapter(ModelAdapter):
 
     @classmethod
     def layer_count(cls, config: ModelConfig) -> int:
-        return len(load_rave(config.spec, config.seed, _trusted(config)).sites)
+        return layout.layer_count(config)
 
     @property
     def sample_rate(self) -> int:
@@ -172,6 +173,11 @@ def _pool_frames(acts_BCT: torch.Tensor, n_frames: int, policy: str) -> torch.Te
     else:
         pooled_BCF = framed_BCFM[..., per_frame // 2]
     return pooled_BCF.transpose(1, 2).contiguous()
+
+
+def loaded_site_count(config: ModelConfig) -> int:
+    """Sites of the model, counted by loading it (``layout`` counts without loading)."""
+    return len(load_rave(config.spec, config.seed, _trusted(config)).sites)
 
 
 def _trusted(config: ModelConfig) -> bool:

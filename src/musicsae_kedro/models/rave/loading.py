@@ -27,6 +27,7 @@ from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import ModelSpec
 from musicsae_kedro.models.rave.architecture import RaveArchConfig, build_autoencoder
 from musicsae_kedro.models.rave.export import export_torchscript
+from musicsae_kedro.models.rave.layout import DEBUG_DILATIONS, DEBUG_RATIOS
 from musicsae_kedro.models.rave.stepping import SteppedRave
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 #: The ``debug`` model: RAVE v2's block structure (input conv, per ratio LeakyReLU +
 #: transposed conv + 3 residual units, LeakyReLU + output conv) at tiny widths.
 DEBUG_ARCH = RaveArchConfig(
-    sample_rate=8000, capacity=4, latent_size=8, ratios=(4, 4, 4, 2), dilations=(1, 3, 9)
+    sample_rate=8000, capacity=4, latent_size=8, ratios=DEBUG_RATIOS, dilations=DEBUG_DILATIONS
 )
 _STEPPING_TOLERANCE = 1e-4
 

@@ -15,14 +15,11 @@ from musicsae_kedro.models.generation import (
     GenerationEdit,
     GenerationSettings,
 )
+from musicsae_kedro.models.yue import layout
 from musicsae_kedro.models.yue.codec import YueCodec, load_codec
 from musicsae_kedro.models.yue.configs import XCODEC_GLOBAL_OFFSET, YueOptions
 from musicsae_kedro.models.yue.generate import generate_steps
-from musicsae_kedro.models.yue.loading import (
-    layer_count,
-    load_stage1,
-    load_text_encoder,
-)
+from musicsae_kedro.models.yue.loading import load_stage1, load_text_encoder
 from musicsae_kedro.models.yue.tokens import (
     POSITIONS_POLICIES,
     ClipSequence,
@@ -63,7 +60,7 @@ class YueAdapter(ModelAdapter):
 
     @classmethod
     def layer_count(cls, config: ModelConfig) -> int:
-        return layer_count(config)
+        return layout.layer_count(config)
 
     @property
     def sample_rate(self) -> int:

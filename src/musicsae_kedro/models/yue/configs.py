@@ -23,6 +23,7 @@ from pydantic import field_validator
 from transformers import LlamaConfig
 
 from musicsae_kedro.config import ParamsModel, parse_params
+from musicsae_kedro.models.yue.layout import DEBUG_LAYERS
 
 # --------------------------------------------------------------------------- tokens
 
@@ -82,8 +83,6 @@ YUE_S1_SIZES = {
     "m-a-p/YuE-s1-7B-anneal-en-cot": (4096, 32, 32, 4, 11008),
     "m-a-p/YuE-s1-7B-anneal-en-icl": (4096, 32, 32, 4, 11008),
 }
-
-DEBUG_LAYERS = 4
 
 
 def debug_config(n_layers: int = DEBUG_LAYERS, hidden: int = 64) -> LlamaConfig:

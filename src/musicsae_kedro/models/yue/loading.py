@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from musicsae_kedro.errors import MusicSAEError
@@ -14,7 +14,6 @@ from musicsae_kedro.models.base import ModelConfig, ModelSpec
 from musicsae_kedro.models.hub_errors import hub_error
 from musicsae_kedro.models.text_tokenizer import build_text_tokenizer
 from musicsae_kedro.models.yue.configs import (
-    DEBUG_LAYERS,
     TEXT_VOCAB_SIZE,
     YueOptions,
     debug_config,
@@ -35,17 +34,6 @@ def build_debug_model(seed: int = 0) -> LlamaForCausalLM:
 def save_debug_model(model: LlamaForCausalLM, path: str | Path) -> None:
     """The real format (``save_pretrained``), loadable by local path."""
     model.save_pretrained(path)
-
-
-def layer_count(config: ModelConfig) -> int:
-    spec = ModelSpec.parse(config.spec)
-    if spec.kind == "debug":
-        return DEBUG_LAYERS
-    try:
-        model_config = LlamaConfig.from_pretrained(spec.path, local_files_only=spec.kind != "hub")
-    except OSError as exc:
-        raise hub_error(spec, exc, "the model config") from exc
-    return int(model_config.num_hidden_layers)
 
 
 def load_stage1(config: ModelConfig, options: YueOptions) -> PreTrainedModel:

@@ -1,61 +1,26 @@
-"""Ablation nodes: one study per configured model (its family decides which)."""
+"""Ablation nodes: one study per configured model (its family decides which).
+
+Registering pipelines imports this module: the library is imported inside the nodes,
+the classes in the signatures for type checking only.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import logging
-from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from musicsae_kedro.ablation import StudyReport, study_settings
-from musicsae_kedro.ablation.clips import clip_audio, code_batches
-from musicsae_kedro.ablation.config import LayerAblationConfig, PitchPatchingConfig
-from musicsae_kedro.ablation.figures import layer_ablation_figure, pitch_patching_figure
-from musicsae_kedro.ablation.generation_score import (
-    CLAP_COLUMNS,
-    GenerationScoreConfig,
-    generation_scores,
-)
-from musicsae_kedro.ablation.layers import (
-    AblatableLM,
-    ablate_layers,
-    mean_deltas,
-    suggested_layers,
-)
-from musicsae_kedro.ablation.pitch_patching import pitch_patching
-from musicsae_kedro.ablation.reports import layer_ablation_markdown, pitch_patching_markdown
-from musicsae_kedro.clap.config import ClapConfig
-from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.config import parse_params
-from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.models.base import ModelConfig, load_adapter, resolve_layers
-from musicsae_kedro.models.generation import GenerationSettings
-from musicsae_kedro.pipelines.tracking import log_figure
-from musicsae_kedro.preprocessing.clip_store import ClipStore
-from musicsae_kedro.preprocessing.codes_store import CodesStore
-from musicsae_kedro.preprocessing.manifest import HELDOUT, TRAIN
+from musicsae_kedro.models.base import ModelConfig
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from musicsae_kedro.ablation import StudyReport
+    from musicsae_kedro.preprocessing.clip_store import ClipStore
+    from musicsae_kedro.preprocessing.codes_store import CodesStore
 
 
 def _study_config(cls, ablate: dict[str, Any], key: str):
     return parse_params(cls, (ablate or {}).get(key), f"ablate.{key}")
-
-
-def _data_digest(tracks: pd.DataFrame) -> str:
-    """The clips a study reads: track keys in order with their split and text."""
-    columns = [c for c in ("key", "split", "n_clips", "text") if c in tracks]
-    rows = tracks[columns].astype(str).agg("|".join, axis=1)
-    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
-
-
-def _reuse(previous: StudyReport | None, settings: dict, model_key: str) -> bool:
-    if previous is None or previous.settings.get("digest") != settings["digest"]:
-        return False
-    logger.info("%s: settings unchanged since the stored report; reusing it", model_key)
-    return True
 
 
 def layer_ablation(
@@ -67,82 +32,23 @@ def layer_ablation(
     *,
     model_key: str,
 ) -> StudyReport:
-    """Skip / mean-ablate each decoder layer; held-out CE increase, table, figure and the
-    suggested sites (logged, and written in the markdown). ``previous`` (the stored
-    report) is reused when the settings and data are unchanged."""
-    cfg = _study_config(LayerAblationConfig, ablate, "layers")
-    gen_cfg = _study_config(GenerationScoreConfig, ablate, "generation")
-    config = ModelConfig.from_dict(model_key, model)
-    info = codes.info()
-    settings = study_settings(
-        study="layer_ablation",
-        config=cfg.model_dump(),
-        generation=gen_cfg.model_dump(),
-        model=config.model_dump(),
-        codes=asdict(info) if info else None,
-        data=_data_digest(tracks),
-    )
-    if _reuse(previous, settings, model_key):
-        figure = layer_ablation_figure(previous.table, model_key)
-        return StudyReport(previous.table, previous.markdown, figure, previous.settings)
-    adapter = load_adapter(config)
-    if not isinstance(adapter, AblatableLM):
-        raise MusicSAEError(
-            f"model {model_key} ({config.family})",
-            "layer ablation needs a teacher-forced language model (MusicGen, YuE)",
-            "remove the model from `sites` or use another family",
-        )
-    layers = resolve_layers(cfg.layers, adapter.n_layers, "parameters ablate.layers.layers")
-    means = None
-    if "mean" in cfg.modes:
-        reference = code_batches(tracks, codes, TRAIN, cfg.reference_clips, cfg.batch_size)
-        means = mean_deltas(adapter, layers, reference, cfg.mean_scope)
-    heldout = code_batches(tracks, codes, HELDOUT, cfg.max_clips, cfg.batch_size)
-    table = ablate_layers(adapter, layers, cfg.modes, heldout, means, model_key)
-    suggested = suggested_layers(table, cfg.suggest)
-    logger.info(
-        "%s: suggested sites (largest held-out CE increase): %s",
+    """Skip / mean-ablate each decoder layer (``ablation.studies.layer_ablation_study``);
+    ``previous`` (the stored report) is reused when settings and data are unchanged."""
+    from musicsae_kedro.ablation import studies
+    from musicsae_kedro.ablation.config import LayerAblationConfig
+    from musicsae_kedro.ablation.generation_score import GenerationScoreConfig
+    from musicsae_kedro.pipelines.tracking import log_figure
+
+    return studies.layer_ablation_study(
+        tracks,
+        codes,
+        ModelConfig.from_dict(model_key, model),
+        _study_config(LayerAblationConfig, ablate, "layers"),
+        _study_config(GenerationScoreConfig, ablate, "generation"),
+        previous,
         model_key,
-        ", ".join(f"{model_key}.l{layer}" for layer in suggested),
+        log_figure=log_figure,
     )
-    table, note = _generation_score(adapter, tracks, table, means, gen_cfg)
-    logger.info("%s: generation-based score %s", model_key, note)
-    figure = layer_ablation_figure(table, model_key)
-    log_figure(figure, f"ablate/{model_key}_layer_ablation.png")
-    markdown = layer_ablation_markdown(table, model_key, config.spec, suggested, note)
-    table["settings_digest"] = settings["digest"]
-    return StudyReport(table, markdown, figure, settings)
-
-
-def _generation_score(
-    adapter: Any,
-    tracks: pd.DataFrame,
-    table: pd.DataFrame,
-    means: dict | None,
-    cfg: GenerationScoreConfig,
-) -> tuple[pd.DataFrame, str]:
-    """The CLAP columns and a note on how they were measured, or why they were not."""
-    unscored = table.assign(**{c: float("nan") for c in CLAP_COLUMNS})
-    if not cfg.enabled:
-        return unscored, "not measured (`ablate.generation.enabled` is false)"
-    if not callable(getattr(adapter, "generate", None)):
-        return unscored, f"not measured: the {adapter.family} adapter does not generate"
-    clap_cfg = parse_params(ClapConfig, cfg.clap, "ablate.generation.clap")
-    try:
-        scorer = ClapScorer.load(clap_cfg)
-    except MusicSAEError as exc:
-        return unscored, f"not measured: no CLAP model ({exc})"
-    settings = parse_params(GenerationSettings, cfg.sampling, "ablate.generation.sampling")
-    texts = [str(t) for t in tracks[tracks["split"] == HELDOUT]["text"].head(cfg.prompts)]
-    scored = generation_scores(adapter, scorer, texts, settings, table, means)
-    note = (
-        f"CLAP `{clap_cfg.spec}`, {len(texts)} held-out prompts, "
-        f"{settings.max_new_tokens} new tokens; layer 0 is not measured (generation "
-        "edits do not see its input)"
-    )
-    if clap_cfg.spec == "debug":
-        note += "; the debug CLAP has random weights: these numbers carry no meaning"
-    return scored, note
 
 
 def pitch_patching_study(
@@ -154,27 +60,19 @@ def pitch_patching_study(
     *,
     model_key: str,
 ) -> StudyReport:
-    """Patch each decoder site from pitch-shifted held-out clips into clean ones; the
-    fraction of the output's shift each site carries, with null baselines. ``previous``
-    is reused when the settings and data are unchanged."""
-    cfg = _study_config(PitchPatchingConfig, ablate, "patching")
-    config = ModelConfig.from_dict(model_key, model)
-    clip_settings = clips.settings()
-    settings = study_settings(
-        study="pitch_patching",
-        config=cfg.model_dump(),
-        model=config.model_dump(),
-        clips=asdict(clip_settings) if clip_settings else None,
-        data=_data_digest(tracks),
+    """Patch each decoder site from pitch-shifted held-out clips into clean ones
+    (``ablation.studies.pitch_patching_study``); ``previous`` is reused when the
+    settings and data are unchanged."""
+    from musicsae_kedro.ablation import studies
+    from musicsae_kedro.ablation.config import PitchPatchingConfig
+    from musicsae_kedro.pipelines.tracking import log_figure
+
+    return studies.pitch_patching_study(
+        tracks,
+        clips,
+        ModelConfig.from_dict(model_key, model),
+        _study_config(PitchPatchingConfig, ablate, "patching"),
+        previous,
+        model_key,
+        log_figure=log_figure,
     )
-    if _reuse(previous, settings, model_key):
-        figure = pitch_patching_figure(previous.table, model_key)
-        return StudyReport(previous.table, previous.markdown, figure, previous.settings)
-    adapter = load_adapter(config)
-    audio_NS, rate = clip_audio(tracks, clips, HELDOUT, cfg.max_clips)
-    table = pitch_patching(adapter, audio_NS, rate, cfg, model_key)
-    figure = pitch_patching_figure(table, model_key)
-    log_figure(figure, f"ablate/{model_key}_pitch_patching.png")
-    markdown = pitch_patching_markdown(table, model_key, config.spec)
-    table["settings_digest"] = settings["digest"]
-    return StudyReport(table, markdown, figure, settings)

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from musicsae_kedro.activations.shards import barrier, current_shard
-from musicsae_kedro.activations.stream import ExtractItem
-from musicsae_kedro.collect.extract import (
-    ExtractConfig,
-    disk_budget,
-    generated_audio_bytes,
-    plan_generated_layouts,
-    plan_layouts,
-    split_targets,
-    stream_activations,
-    stream_generated,
-)
-from musicsae_kedro.collect.prefetch import prefetched
 from musicsae_kedro.config import parse_params
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.base import ModelConfig, load_adapter
-from musicsae_kedro.preprocessing.codes_store import CodesStore
+
+if TYPE_CHECKING:  # registering pipelines imports this module: no torch at its top
+    import pandas as pd
+
+    from musicsae_kedro.activations.stream import ExtractItem
+    from musicsae_kedro.preprocessing.codes_store import CodesStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +34,19 @@ def extract_activations(
     Under ``accelerate launch`` / ``torchrun`` each process writes its share of every
     split to its own shard; the node returns once every process is done.
     """
+    from musicsae_kedro.activations.shards import barrier, current_shard
+    from musicsae_kedro.collect.extract import (
+        ExtractConfig,
+        disk_budget,
+        generated_audio_bytes,
+        plan_generated_layouts,
+        plan_layouts,
+        split_targets,
+        stream_activations,
+        stream_generated,
+    )
+    from musicsae_kedro.collect.prefetch import prefetched
+
     cfg = parse_params(ExtractConfig, extract, "extract")
     config = ModelConfig.from_dict(model_key, model)
     shard = current_shard(config.device)

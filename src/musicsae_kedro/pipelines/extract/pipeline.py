@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline
 
-from musicsae_kedro.pipelines.common import bind
+from musicsae_kedro.pipelines.common import Scope, namespaced, per_model, task
 from musicsae_kedro.pipelines.extract.nodes import extract_activations
 from musicsae_kedro.sites import ModelSites
 
 
-def create_pipeline(models: list[ModelSites]) -> Pipeline:
-    parts = []
-    for m in models:
-        layers = list(m.layers)
-        parts.append(
-            pipeline(
-                [
-                    node(
-                        bind(extract_activations, model_key=m.key, layers=layers),
-                        [
-                            "tracks",
-                            "codes",
-                            f"params:models.{m.key}",
-                            "params:extract",
-                            *(f"l{layer}.extract_progress" for layer in layers),
-                        ],
-                        [f"l{layer}.activations" for layer in layers],
-                        name="extract_activations",
-                    )
-                ],
-                namespace=m.key,
-                inputs={"tracks"},
-                parameters={f"params:models.{m.key}", "params:extract"},
-            )
+def _extract(scope: Scope) -> list:
+    layers = list(scope.model.layers)
+    return [
+        task(
+            extract_activations,
+            [
+                "tracks",
+                "codes",
+                scope.params,
+                "params:extract",
+                *(f"l{layer}.extract_progress" for layer in layers),
+            ],
+            [f"l{layer}.activations" for layer in layers],
+            name="extract_activations",
+            model_key=scope.key,
+            layers=layers,
         )
-    return sum(parts, Pipeline([]))
+    ]
+
+
+def create_pipeline(models: list[ModelSites]) -> Pipeline:
+    return namespaced(per_model(models), _extract, shared={"tracks"})

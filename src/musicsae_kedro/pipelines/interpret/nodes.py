@@ -1,56 +1,28 @@
-"""Interpret nodes: unpack parameters into typed configs, call the library, return."""
+"""Interpret nodes: unpack parameters into typed configs, call the library
+(``interpret.site``), log summary numbers to the SAE's MLflow run, return.
+
+Registering pipelines imports this module: the library is imported inside the nodes,
+the classes in the signatures for type checking only.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import math
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from musicsae_kedro.activations.sets import ActivationSet
-from musicsae_kedro.activations.store import ActivationStore
-from musicsae_kedro.clap.config import ClapConfig
-from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.config import parse_params
-from musicsae_kedro.interpret.activity import top_clips, unique_clips
-from musicsae_kedro.interpret.clap_margins import clap_margins, random_heldout_clips, unscored
-from musicsae_kedro.interpret.clip_audio import ClipAudio
-from musicsae_kedro.interpret.config import (
-    CandidateConfig,
-    EnrichmentConfig,
-    GroundTruthConfig,
-    LLMConfig,
-    ReportConfig,
-    StatsConfig,
-)
-from musicsae_kedro.interpret.enrichment import enrichment_labels, unit_terms_from_tracks
-from musicsae_kedro.interpret.ground_truth import concept_recovery
-from musicsae_kedro.interpret.labels import label_table
-from musicsae_kedro.interpret.llm import LLMEndpoint, LLMLabeller, clip_evidence, llm_labels
-from musicsae_kedro.interpret.llm_cache import ResponseCache
-from musicsae_kedro.interpret.report import (
-    FeatureReport,
-    best_labels,
-    export_clips,
-    render_report,
-    report_features,
-)
-from musicsae_kedro.interpret.stats import (
-    StatsItem,
-    candidate_features,
-    check_stats_match,
-    stream_feature_stats,
-)
-from musicsae_kedro.interpret.stats_store import FeatureStatsSet
-from musicsae_kedro.pipelines.tracking import log_to_site_run
-from musicsae_kedro.preprocessing.clip_store import ClipStore
-from musicsae_kedro.sae.model import SparseAutoencoder
-from musicsae_kedro.splits import HELDOUT, SPLITS, TRAIN
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from musicsae_kedro.activations.sets import ActivationSet
+    from musicsae_kedro.interpret.llm import LLMEndpoint
+    from musicsae_kedro.interpret.llm_cache import ResponseCache
+    from musicsae_kedro.interpret.report import FeatureReport
+    from musicsae_kedro.interpret.stats import StatsItem
+    from musicsae_kedro.interpret.stats_store import FeatureStatsSet
+    from musicsae_kedro.preprocessing.clip_store import ClipStore
+    from musicsae_kedro.sae.model import SparseAutoencoder
 
 
 def _config(cls: type, interpret: dict[str, Any], key: str) -> Any:
@@ -65,22 +37,25 @@ def compute_feature_stats(
     activations: ActivationSet, sae: SparseAutoencoder, interpret: dict[str, Any]
 ) -> Iterator[StatsItem]:
     """Stream the statistics of every split (per-unit means are written as units complete)."""
-    cfg = _config(StatsConfig, interpret, "stats")
-    for split in SPLITS:
-        with activations.open(split) as store:
-            yield from stream_feature_stats(store, sae, cfg, split)
+    from musicsae_kedro.interpret.config import StatsConfig
+    from musicsae_kedro.interpret.site import feature_stats
+
+    yield from feature_stats(activations, sae, _config(StatsConfig, interpret, "stats"))
 
 
 def label_by_tags(
     feature_stats: FeatureStatsSet, tracks: pd.DataFrame, interpret: dict[str, Any]
 ) -> pd.DataFrame:
     """Tag-enrichment labels of the candidate features (selected on training units)."""
-    enrich_cfg = _config(EnrichmentConfig, interpret, "enrichment")
-    with feature_stats.open(TRAIN) as train:
-        features = candidate_features(train, _config(CandidateConfig, interpret, "candidates"))
-        logger.info("%s: %d candidate features", train.site, len(features))
-        terms = unit_terms_from_tracks(train, tracks, enrich_cfg)
-        return enrichment_labels(train, features, terms, enrich_cfg)
+    from musicsae_kedro.interpret.config import CandidateConfig, EnrichmentConfig
+    from musicsae_kedro.interpret.site import tag_labels
+
+    return tag_labels(
+        feature_stats,
+        tracks,
+        _config(CandidateConfig, interpret, "candidates"),
+        _config(EnrichmentConfig, interpret, "enrichment"),
+    )
 
 
 def label_by_llm(
@@ -94,19 +69,20 @@ def label_by_llm(
     interpret: dict[str, Any],
 ) -> pd.DataFrame:
     """LLM labels of the candidate features, or an empty table when the labeller is off."""
-    cfg = _config(LLMConfig, interpret, "llm")
-    if not cfg.enabled:
-        logger.info("LLM labeller off (interpret.llm.enabled: false)")
-        return label_table([])
-    labeller = LLMLabeller(llm_endpoint, cfg, llm_cache)
-    audio = ClipAudio(clips)
-    with feature_stats.open(TRAIN) as train, activations.open(TRAIN) as store:
-        check_stats_match(train, sae)
-        features = candidate_features(train, _config(CandidateConfig, interpret, "candidates"))
-        if cfg.max_features is not None:
-            features = features[: cfg.max_features]
-        top = top_clips(train, store, sae, features, cfg.clips_per_feature, audio.clip_seconds)
-    return llm_labels(labeller, features, lambda f: clip_evidence(top[f], audio, tracks, cfg))
+    from musicsae_kedro.interpret.config import CandidateConfig, LLMConfig
+    from musicsae_kedro.interpret.site import llm_site_labels
+
+    return llm_site_labels(
+        feature_stats,
+        activations,
+        sae,
+        tracks,
+        clips,
+        llm_endpoint,
+        llm_cache,
+        _config(CandidateConfig, interpret, "candidates"),
+        _config(LLMConfig, interpret, "llm"),
+    )
 
 
 def score_labels(
@@ -121,64 +97,18 @@ def score_labels(
 ) -> pd.DataFrame:
     """Every label with its CLAP margin (held-out top clips against random held-out clips),
     ranked by margin; summary numbers go to the SAE's MLflow run."""
+    from musicsae_kedro.clap.config import ClapConfig
+    from musicsae_kedro.interpret.site import clap_scored_labels
+    from musicsae_kedro.pipelines.tracking import log_to_site_run
+
     cfg = _config(ClapConfig, interpret, "clap")
-    labels = pd.concat([t for t in (tag_labels, llm_labels) if not t.empty] or [tag_labels])
-    labels = labels.reset_index(drop=True)
-    audio = ClipAudio(clips)
-    with feature_stats.open(HELDOUT) as heldout, activations.open(HELDOUT) as store:
-        check_stats_match(heldout, sae)
-        features = sorted({int(f) for f in labels["feature"]})
-        held_top = top_clips(
-            heldout, store, sae, features, cfg.clips_per_feature, audio.clip_seconds
-        )
-        feature_clips = {f: unique_clips({f: cs}) for f, cs in held_top.items()}
-        baseline = random_heldout_clips(
-            heldout.track_ids, _clips_per_track(store), cfg.random_clips, cfg.seed
-        )
-        site = heldout.site
-    scorer = ClapScorer.load(cfg) if features else None
-    scored = (
-        clap_margins(
-            scorer, labels, feature_clips, baseline, lambda c, rate: audio.clip(c[0], c[1], rate)
-        )
-        if scorer is not None
-        else unscored(labels)
+    scored, site, metrics = clap_scored_labels(
+        tag_labels, llm_labels, feature_stats, activations, sae, clips, cfg
     )
-    _log_label_summary(site, scored, sae_metrics, cfg)
-    return scored
-
-
-def _clips_per_track(store: ActivationStore) -> list[int]:
-    rows_per_clip = int(store.provenance.get("rows_per_clip", 0) or 0)
-    if rows_per_clip <= 0:
-        return [1] * store.n_tracks
-    return [max(rows // rows_per_clip, 1) for rows in store.rows_per_track]
-
-
-def _log_label_summary(
-    site: str, scored: pd.DataFrame, sae_metrics: dict[str, Any], cfg: ClapConfig
-) -> None:
-    best = best_labels(scored) if not scored.empty else scored
-    ok = scored[scored["status"] == "ok"] if not scored.empty else scored
-    metrics = {
-        "interpret/candidates": float(scored["feature"].nunique()) if not scored.empty else 0.0,
-        "interpret/labelled_features": float(ok["feature"].nunique()) if not ok.empty else 0.0,
-        "interpret/llm_failed": float(
-            (scored["source"].str.startswith("llm:") & scored["status"].eq("failed")).sum()
-        )
-        if not scored.empty
-        else 0.0,
-        "interpret/mean_best_clap_margin": _mean(best.get("clap_margin")),
-    }
     log_to_site_run(
         _run_id(sae_metrics), f"{site}.interpret", metrics, tags={"interpret.clap": cfg.spec}
     )
-
-
-def _mean(values: pd.Series | None) -> float:
-    if values is None or values.dropna().empty:
-        return math.nan
-    return float(values.dropna().mean())
+    return scored
 
 
 def recover_concepts(
@@ -188,24 +118,17 @@ def recover_concepts(
     interpret: dict[str, Any],
 ) -> dict[str, Any]:
     """Concept recovery (when the corpus has ground-truth tags), logged to MLflow."""
+    from musicsae_kedro.interpret.config import GroundTruthConfig
+    from musicsae_kedro.interpret.site import recovery_metrics, site_concept_recovery
+    from musicsae_kedro.pipelines.tracking import log_to_site_run
+
     cfg = _config(GroundTruthConfig, interpret, "ground_truth")
-    with feature_stats.open(TRAIN) as train, feature_stats.open(HELDOUT) as heldout:
-        result = concept_recovery(train, heldout, tracks, cfg)
-        site = train.site
+    result, site = site_concept_recovery(feature_stats, tracks, cfg)
     if result["available"]:
-        metrics = {
-            "interpret/concept_recovery": result["concept_recovery"],
-            "interpret/concept_recovery_null": result["null_recovery_mean"],
-            "interpret/mean_heldout_auroc": result["mean_heldout_auroc"] or math.nan,
-            **{
-                f"interpret/auroc/{category}": values["mean_heldout_auroc"] or math.nan
-                for category, values in result["per_category"].items()
-            },
-        }
         log_to_site_run(
             _run_id(sae_metrics),
             f"{site}.interpret",
-            metrics,
+            recovery_metrics(result),
             tags={"interpret.fixed_caption": str(result["fixed_caption"]).lower()},
             dicts={"concept_recovery.json": result},
         )
@@ -223,22 +146,16 @@ def build_report(
     interpret: dict[str, Any],
 ) -> FeatureReport:
     """The site's static HTML report with its clips (top training clips of each card)."""
-    cfg = _config(ReportConfig, interpret, "report")
-    audio = ClipAudio(clips)
-    with contextlib.ExitStack() as stack:
-        train = stack.enter_context(feature_stats.open(TRAIN))
-        store = stack.enter_context(activations.open(TRAIN))
-        check_stats_match(train, sae)
-        features = report_features(feature_labels, cfg)
-        top = top_clips(train, store, sae, features, cfg.clips_per_feature, audio.clip_seconds)
-        media = export_clips(top, audio, cfg)
-        report = render_report(
-            train.site, sae_metrics or {}, train, feature_labels, concept_recovery, top, media, cfg
-        )
-    logger.info(
-        "%s: report with %d feature cards and %d clips",
-        train.site,
-        len(features),
-        len(media),
+    from musicsae_kedro.interpret.config import ReportConfig
+    from musicsae_kedro.interpret.site import site_report
+
+    return site_report(
+        feature_labels,
+        feature_stats,
+        concept_recovery,
+        sae_metrics,
+        activations,
+        sae,
+        clips,
+        _config(ReportConfig, interpret, "report"),
     )
-    return report

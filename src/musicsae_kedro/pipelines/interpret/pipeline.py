@@ -3,8 +3,9 @@ and per sweep point when ``train.sweep`` is set), mirroring the train pipeline."
 
 from __future__ import annotations
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline
 
+from musicsae_kedro.pipelines.common import namespaced, per_site, task
 from musicsae_kedro.pipelines.interpret.nodes import (
     build_report,
     compute_feature_stats,
@@ -23,19 +24,19 @@ def create_pipeline(models: list[ModelSites], points: list[SweepPoint] | None = 
     """Without a sweep, ``<site>.feature_stats`` ...; with one, ``<site>.<point>.*``."""
     template = Pipeline(
         [
-            node(
+            task(
                 compute_feature_stats,
                 ["activations", "sae", "params:interpret"],
                 "feature_stats",
                 name="feature_stats",
             ),
-            node(
+            task(
                 label_by_tags,
                 ["feature_stats", "tracks", "params:interpret"],
                 "tag_labels",
                 name="label_by_tags",
             ),
-            node(
+            task(
                 label_by_llm,
                 [
                     "feature_stats",
@@ -50,7 +51,7 @@ def create_pipeline(models: list[ModelSites], points: list[SweepPoint] | None = 
                 "llm_labels",
                 name="label_by_llm",
             ),
-            node(
+            task(
                 score_labels,
                 [
                     "tag_labels",
@@ -65,13 +66,13 @@ def create_pipeline(models: list[ModelSites], points: list[SweepPoint] | None = 
                 "feature_labels",
                 name="score_labels",
             ),
-            node(
+            task(
                 recover_concepts,
                 ["feature_stats", "tracks", "sae_metrics", "params:interpret"],
                 "concept_recovery",
                 name="concept_recovery",
             ),
-            node(
+            task(
                 build_report,
                 [
                     "feature_labels",
@@ -88,17 +89,4 @@ def create_pipeline(models: list[ModelSites], points: list[SweepPoint] | None = 
             ),
         ]
     )
-    parts = []
-    for m in models:
-        for site in m.sites:
-            for point in points or [SweepPoint("")]:
-                namespace = f"{site}.{point.name}" if point.name else site
-                parts.append(
-                    pipeline(
-                        template,
-                        namespace=namespace,
-                        inputs={"activations": f"{site}.activations", **{n: n for n in SHARED}},
-                        parameters={"params:interpret"},
-                    )
-                )
-    return sum(parts, Pipeline([]))
+    return namespaced(per_site(models, points), lambda scope: template, shared=SHARED)

@@ -1,43 +1,26 @@
-"""Intervene nodes: unpack parameters into typed configs, call the library, return."""
+"""Intervene nodes: unpack parameters into typed configs, call the library, return.
+
+Registering pipelines imports this module: the library is imported inside the nodes,
+the classes in the signatures for type checking only.
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-from matplotlib.figure import Figure
+from musicsae_kedro.models.base import ModelConfig
 
-from musicsae_kedro.clap.scorer import ClapScorer
-from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.interpret.stats import sae_fingerprint
-from musicsae_kedro.interpret.stats_store import FeatureStatsSet
-from musicsae_kedro.models.base import ModelConfig, load_adapter
-from musicsae_kedro.preprocessing.codes_store import CodesStore
-from musicsae_kedro.preprocessing.manifest import HELDOUT, TRAIN
-from musicsae_kedro.sae.model import SparseAutoencoder
-from musicsae_kedro.steer.config import InterventionConfig, steering_config
-from musicsae_kedro.steer.measure import SteerableModel
-from musicsae_kedro.steer.reference import reference_pattern, reference_track
-from musicsae_kedro.steer.run import (
-    InterventionOutcome,
-    SelectionContext,
-    fingerprint,
-    run_intervention,
-)
-from musicsae_kedro.steer.store import InterventionsStarted, InterventionStore
-from musicsae_kedro.steer.strategies import STRATEGIES
-from musicsae_kedro.steer.summary import combine, effects_figure, effects_markdown
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from matplotlib.figure import Figure
 
-logger = logging.getLogger(__name__)
-
-
-def heldout_prompts(tracks: pd.DataFrame, count: int) -> list[str]:
-    """Captions (else conditioning texts) of the first ``count`` held-out tracks."""
-    heldout = tracks[tracks["split"].eq(HELDOUT)].head(count)
-    captions = heldout.get("caption", pd.Series("", index=heldout.index)).fillna("")
-    return [str(c) if str(c).strip() else str(t) for c, t in zip(captions, heldout["text"])]
+    from musicsae_kedro.interpret.stats_store import FeatureStatsSet
+    from musicsae_kedro.preprocessing.codes_store import CodesStore
+    from musicsae_kedro.sae.model import SparseAutoencoder
+    from musicsae_kedro.steer.run import InterventionOutcome
+    from musicsae_kedro.steer.store import InterventionsStarted, InterventionStore
 
 
 def steer_site(
@@ -54,70 +37,29 @@ def steer_site(
     model_key: str,
     layer: int,
 ) -> Iterator[InterventionsStarted | InterventionOutcome]:
-    """Run the site's interventions, one committed outcome each; a rerun skips those
-    whose committed fingerprint (config, sampling, SAE) is unchanged."""
-    cfg = steering_config(intervene)
-    entries = cfg.for_site(site)
-    yield InterventionsStarted(site)
-    sae_id = sae_fingerprint(sae)
-    pending = [e for e in entries if intervene_progress.get(e.name) != fingerprint(e, cfg, sae_id)]
-    for entry in entries:
-        if entry not in pending:
-            logger.info("%s: intervention %s already committed, skipped", site, entry.name)
-    if not pending:
-        return
-    adapter = load_adapter(ModelConfig.from_dict(model_key, model))
-    if not isinstance(adapter, SteerableModel):
-        raise MusicSAEError(
-            f"parameters intervene.interventions (site {site})",
-            f"the {adapter.family} adapter cannot generate with edits: steering supports "
-            "MusicGen and YuE stage 1 (RAVE is no language model)",
-            f"remove the interventions on {site} or steer a musicgen or yue site",
-        )
-    with feature_stats.open(TRAIN) as train:
-        density_F = train.density_F
-    context = SelectionContext(feature_labels, density_F)
-    policy = cfg.positions or adapter.positions_policies[0]
-    clap = ClapScorer.load(cfg.clap) if cfg.clap is not None else None
-    for entry in pending:
-        yield run_intervention(
-            adapter,
-            sae,
-            layer,
-            entry,
-            cfg,
-            _prompts(entry, tracks),
-            context,
-            _reference(entry, adapter, sae, layer, tracks, codes, policy),
-            clap,
-            sae_id,
-        )
+    """Run the site's interventions (``steer.site.steer_site``), one committed outcome
+    each; a rerun skips those whose committed fingerprint (config, sampling, SAE) is
+    unchanged."""
+    from musicsae_kedro.splits import TRAIN
+    from musicsae_kedro.steer import site as steering
+    from musicsae_kedro.steer.config import steering_config
 
+    def density_F() -> np.ndarray:
+        with feature_stats.open(TRAIN) as train:
+            return train.density_F
 
-def _prompts(entry: InterventionConfig, tracks: pd.DataFrame) -> list[str]:
-    prompts = list(entry.prompts) + heldout_prompts(tracks, entry.heldout_prompts)
-    if len(prompts) < len(entry.prompts) + entry.heldout_prompts:
-        logger.warning("%s: fewer held-out tracks than heldout_prompts", entry.name)
-    return prompts
-
-
-def _reference(
-    entry: InterventionConfig,
-    adapter: SteerableModel,
-    sae: SparseAutoencoder,
-    layer: int,
-    tracks: pd.DataFrame,
-    codes: CodesStore,
-    policy: str,
-):
-    strategy = STRATEGIES.get(entry.strategy)
-    if not strategy.needs_reference:
-        return None
-    where = f"intervene.interventions[{entry.name}]"
-    options = strategy.options(entry.options, f"{where}.options")
-    track = reference_track(tracks, options, where)
-    logger.info("%s: reference pattern from track %s", entry.name, track["track_id"])
-    return reference_pattern(adapter, sae, layer, track, codes, options.clip, policy, where)
+    yield from steering.steer_site(
+        sae,
+        feature_labels,
+        density_F,
+        tracks,
+        codes,
+        intervene_progress,
+        ModelConfig.from_dict(model_key, model),
+        steering_config(intervene),
+        site,
+        layer,
+    )
 
 
 def summarize_interventions(
@@ -125,6 +67,9 @@ def summarize_interventions(
 ) -> tuple[pd.DataFrame, str, Figure]:
     """Every configured intervention's committed rows (configured order), a markdown
     summary and the effect-vs-strength figure."""
+    from musicsae_kedro.steer.config import steering_config
+    from musicsae_kedro.steer.summary import combine, effects_figure, effects_markdown
+
     cfg = steering_config(intervene)
     by_site = dict(zip(sites, stores, strict=True))
     tables = []

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline
 
-from musicsae_kedro.pipelines.common import bind
+from musicsae_kedro.pipelines.common import Scope, namespaced, task
 from musicsae_kedro.pipelines.intervene.nodes import steer_site, summarize_interventions
+from musicsae_kedro.sae.sweep import SweepPoint
 from musicsae_kedro.sites import ModelSites
 from musicsae_kedro.steer.config import parse_site
 
@@ -30,35 +31,36 @@ def create_pipeline(models: list[ModelSites], intervene: dict[str, Any] | None) 
             steered.append(site)
     if not steered:
         return Pipeline([])
-    parts = [
-        pipeline(
-            [
-                node(
-                    bind(steer_site, site=s.site, model_key=s.model_key, layer=s.layer),
-                    [
-                        "sae",
-                        "feature_labels",
-                        "feature_stats",
-                        "tracks",
-                        "codes",
-                        "intervene_progress",
-                        f"params:models.{s.model_key}",
-                        "params:intervene",
-                    ],
-                    "interventions",
-                    name="steer",
-                )
-            ],
-            namespace=s.site,
-            inputs={"tracks": "tracks", "codes": f"{s.model_key}.codes"},
-            parameters={f"params:models.{s.model_key}", "params:intervene"},
-        )
-        for s in steered
-    ]
-    summary = node(
-        bind(summarize_interventions, sites=tuple(s.site for s in steered)),
+    by_key = {m.key: m for m in models}
+    scopes = [Scope(by_key[s.model_key], s.layer, SweepPoint(s.point)) for s in steered]
+    summary = task(
+        summarize_interventions,
         ["params:intervene", *(f"{s.site}.interventions" for s in steered)],
         ["intervention_effects", "intervention_effects_md", "intervention_figure"],
         name="summarize_interventions",
+        sites=tuple(s.site for s in steered),
     )
-    return sum(parts, Pipeline([])) + Pipeline([summary])
+    return namespaced(scopes, _steer, shared={"tracks"}) + Pipeline([summary])
+
+
+def _steer(scope: Scope) -> list:
+    return [
+        task(
+            steer_site,
+            [
+                "sae",
+                "feature_labels",
+                "feature_stats",
+                "tracks",
+                "codes",
+                "intervene_progress",
+                scope.params,
+                "params:intervene",
+            ],
+            "interventions",
+            name="steer",
+            site=scope.namespace,
+            model_key=scope.key,
+            layer=scope.layer,
+        )
+    ]

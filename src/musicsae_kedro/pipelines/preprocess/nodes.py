@@ -1,31 +1,29 @@
-"""Preprocess nodes: thin wrappers that unpack parameters and call the library."""
+"""Preprocess nodes: thin wrappers that unpack parameters and call the library.
+
+Registering pipelines imports this module: the library is imported inside the nodes,
+the classes in the signatures for type checking only.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from musicsae_kedro.audio.stems import CachedStemSeparator, SeparatorConfig
 from musicsae_kedro.config import parse_params
-from musicsae_kedro.corpora.base import CorpusPlugin
 from musicsae_kedro.models.base import ModelConfig, load_adapter
-from musicsae_kedro.preprocessing.clip_store import (
-    ClipSettings,
-    ClipStore,
-    TrackClips,
-    TrackReject,
-)
-from musicsae_kedro.preprocessing.clips import ClipConfig, stream_clips
-from musicsae_kedro.preprocessing.codes import stream_codes
-from musicsae_kedro.preprocessing.codes_store import CodesStarted, TrackCodes
-from musicsae_kedro.preprocessing.manifest import (
-    ConditioningConfig,
-    SplitConfig,
-    build_manifest,
-)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from musicsae_kedro.corpora.base import CorpusPlugin
+    from musicsae_kedro.preprocessing.clip_store import (
+        ClipSettings,
+        ClipStore,
+        TrackClips,
+        TrackReject,
+    )
+    from musicsae_kedro.preprocessing.codes_store import CodesStarted, TrackCodes
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +36,9 @@ def prepare_clips(
     Streams one item per track to the clip store, which commits it at once: a crash
     loses at most the track in flight, and a rerun skips committed and rejected tracks.
     """
+    from musicsae_kedro.audio.stems import CachedStemSeparator, SeparatorConfig
+    from musicsae_kedro.preprocessing.clips import ClipConfig, metadata_rejects, stream_clips
+
     cfg = parse_params(ClipConfig, preprocess.get("clips"), "preprocess.clips")
     progress = preprocess.get("progress", True)
     separator = None
@@ -48,21 +49,22 @@ def prepare_clips(
     if done_track_ids:
         logger.info("resuming: %d tracks already done", len(done_track_ids))
     yield from stream_clips(corpus, cfg, done_track_ids, separator=separator, progress=progress)
-    metadata_rejects = getattr(corpus, "metadata_rejects", None)
-    for reject in metadata_rejects() if callable(metadata_rejects) else ():
-        reject_id = f"metadata:{reject.get('row', '?')}:{reject.get('path', '')}"
-        if reject_id not in done_track_ids:
-            yield TrackReject(
-                track_id=reject_id,
-                source=str(reject.get("path", "")),
-                reason=str(reject.get("reason", "bad metadata row")),
-            )
+    yield from metadata_rejects(corpus, done_track_ids)
 
 
 def make_manifest(
     clips: ClipStore, preprocess: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Tracks (with the held-out split), clips (with conditioning text), and rejects."""
+    import pandas as pd
+
+    from musicsae_kedro.preprocessing.clips import ClipConfig
+    from musicsae_kedro.preprocessing.manifest import (
+        ConditioningConfig,
+        SplitConfig,
+        build_manifest,
+    )
+
     clip_cfg = parse_params(ClipConfig, preprocess.get("clips"), "preprocess.clips")
     split_cfg = parse_params(SplitConfig, preprocess.get("split"), "preprocess.split")
     text_cfg = parse_params(
@@ -93,6 +95,8 @@ def encode_codes(
     model_key: str,
 ) -> Iterator[CodesStarted | TrackCodes]:
     """Codec tokens for every clip, once per track; cached tracks are skipped."""
+    from musicsae_kedro.preprocessing.codes import stream_codes
+
     adapter = load_adapter(ModelConfig.from_dict(model_key, model))
     yield from stream_codes(
         adapter,

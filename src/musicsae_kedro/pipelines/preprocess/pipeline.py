@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline
 
-from musicsae_kedro.pipelines.common import bind
+from musicsae_kedro.pipelines.common import Scope, namespaced, per_model, task
 from musicsae_kedro.pipelines.preprocess.nodes import encode_codes, make_manifest, prepare_clips
 from musicsae_kedro.sites import ModelSites
+
+
+def _codes(scope: Scope) -> list:
+    return [
+        task(
+            encode_codes,
+            ["tracks", "clips", "codes_progress", scope.params, "params:preprocess"],
+            "codes",
+            name="encode_codes",
+            model_key=scope.key,
+        )
+    ]
 
 
 def create_pipeline(models: list[ModelSites]) -> Pipeline:
     clips = Pipeline(
         [
-            node(
+            task(
                 prepare_clips,
                 ["corpus", "clip_progress", "params:preprocess"],
                 "clips",
                 name="prepare_clips",
             ),
-            node(
+            task(
                 make_manifest,
                 ["clips", "params:preprocess"],
                 ["tracks", "clip_manifest", "rejects"],
@@ -26,26 +38,4 @@ def create_pipeline(models: list[ModelSites]) -> Pipeline:
             ),
         ]
     )
-    codes = [
-        pipeline(
-            [
-                node(
-                    bind(encode_codes, model_key=m.key),
-                    [
-                        "tracks",
-                        "clips",
-                        "codes_progress",
-                        f"params:models.{m.key}",
-                        "params:preprocess",
-                    ],
-                    "codes",
-                    name="encode_codes",
-                )
-            ],
-            namespace=m.key,
-            inputs={"tracks", "clips"},
-            parameters={f"params:models.{m.key}", "params:preprocess"},
-        )
-        for m in models
-    ]
-    return clips + sum(codes, Pipeline([]))
+    return clips + namespaced(per_model(models), _codes, shared={"tracks", "clips"})

@@ -1,81 +1,76 @@
-"""Pretrain nodes: unpack parameters, call the library, report to MLflow."""
+"""Pretrain nodes: unpack parameters, call the library (``pretrain.synth``), report to
+MLflow.
+
+Registering pipelines imports this module: the library (torch, transformers) is
+imported inside the nodes, the classes in the signatures for type checking only.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import platform
-import sys
-import time
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from musicsae_kedro.config import parse_params
-from musicsae_kedro.corpora.synthetic import make_config
-from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.models.base import EMBEDDED_DIR
-from musicsae_kedro.models.musicgen.codebooks import code_usage
-from musicsae_kedro.models.rave.architecture import build_autoencoder
-from musicsae_kedro.models.rave.export import export_torchscript
-from musicsae_kedro.models.rave.stepping import SteppedRave
-from musicsae_kedro.pipelines.tracking import child_run
-from musicsae_kedro.pretrain.artifacts import (
-    CARD_FILE,
-    EncodecBundle,
-    MusicgenBundle,
-    RaveExport,
-    load_encodec_bundle,
-    load_musicgen_bundle,
-)
-from musicsae_kedro.pretrain.codec_evidence import codec_evidence
-from musicsae_kedro.pretrain.codec_training import fingerprint, train_codec
-from musicsae_kedro.pretrain.config import (
-    CodecEvidenceConfig,
-    CodecFitConfig,
-    CodecTrainConfig,
-    EvidenceConfig,
-    MusicgenTrainConfig,
-    PretrainCorpusConfig,
-    RaveTrainConfig,
-)
-from musicsae_kedro.pretrain.corpus import SynthClips, render_corpus
-from musicsae_kedro.pretrain.evidence import musicgen_evidence, rave_evidence
-from musicsae_kedro.pretrain.musicgen_lm import (
-    build_synth_musicgen,
-    encode_clips,
-    fit_synth_codec,
-    train_musicgen,
-)
-from musicsae_kedro.pretrain.rave_ae import arch_config, export_trained, train_rave
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from musicsae_kedro.pretrain.artifacts import EncodecBundle, MusicgenBundle, RaveExport
+    from musicsae_kedro.pretrain.config import PretrainCorpusConfig
+    from musicsae_kedro.pretrain.corpus import SynthClips
 
 
 def _corpus_cfg(pretrain: dict[str, Any]) -> PretrainCorpusConfig:
+    from musicsae_kedro.pretrain.config import PretrainCorpusConfig
+
     return parse_params(PretrainCorpusConfig, pretrain.get("corpus"), "pretrain.corpus")
-
-
-def _environment() -> dict[str, Any]:
-    return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
 
 
 def render_pretrain_corpus(pretrain: dict[str, Any]) -> SynthClips:
     """The synthetic corpus both models learn from, rendered into memory."""
+    from musicsae_kedro.pretrain.corpus import render_corpus
+
     return render_corpus(_corpus_cfg(pretrain), progress=bool(pretrain.get("progress", False)))
+
+
+def train_encodec_synth(
+    corpus: SynthClips, pretrain: dict[str, Any]
+) -> tuple[EncodecBundle, dict[str, Any]]:
+    """Train the 8 kHz EnCodec (or continue from its checkpoint, or reuse a trained codec
+    of the same configuration)."""
+    from musicsae_kedro.pipelines.tracking import child_run
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.config import CodecTrainConfig
+
+    corpus_cfg = _corpus_cfg(pretrain)
+    cfg = parse_params(CodecTrainConfig, pretrain.get("codec_training"), "pretrain.codec_training")
+    reused = synth.reusable_codec(corpus_cfg, cfg, corpus.sample_rate)
+    if reused is not None:
+        return reused, {**reused.card.get("metrics", {}), "reused": cfg.reuse_dir}
+    params = {"corpus": corpus_cfg.model_dump(), "train": cfg.model_dump()}
+    with child_run("pretrain.encodec_synth", params, {"stage": "pretrain"}) as (log_fn, _):
+        return synth.train_encodec_synth(corpus, corpus_cfg, cfg, params, log_fn)
+
+
+def encodec_synth_evidence(
+    bundle: EncodecBundle, corpus: SynthClips, pretrain: dict[str, Any]
+) -> dict[str, Any]:
+    """Reconstruction and label probes of the trained codec on tracks rendered from a seed
+    disjoint from training."""
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.config import CodecEvidenceConfig
+
+    cfg = parse_params(
+        CodecEvidenceConfig, pretrain.get("codec_evidence"), "pretrain.codec_evidence"
+    )
+    return synth.encodec_synth_evidence(bundle, corpus, _corpus_cfg(pretrain), cfg)
 
 
 def train_musicgen_synth(
     corpus: SynthClips, pretrain: dict[str, Any]
 ) -> tuple[MusicgenBundle, dict[str, Any]]:
     """Fit the codec's codebooks, encode the corpus, train the decoder LM."""
+    from musicsae_kedro.pipelines.tracking import child_run
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.config import CodecFitConfig, MusicgenTrainConfig
+
     corpus_cfg = _corpus_cfg(pretrain)
     codec_cfg = parse_params(CodecFitConfig, pretrain.get("codec"), "pretrain.codec")
     cfg = parse_params(MusicgenTrainConfig, pretrain.get("musicgen"), "pretrain.musicgen")
@@ -85,186 +80,42 @@ def train_musicgen_synth(
         "train": cfg.model_dump(),
     }
     with child_run("pretrain.musicgen_synth", params, {"stage": "pretrain"}) as (log_fn, _):
-        train_audio = corpus.audio_NS[~corpus.heldout_N]
-        if codec_cfg.trained is not None:
-            codec = load_encodec_bundle(codec_cfg.trained)
-            params["codec_card"] = {
-                k: codec.card.get(k) for k in ("name", "fingerprint", "steps_reached")
-            }
-            model, tokenizer = build_synth_musicgen(cfg, codec=codec.codec)
-            usage = code_usage(encode_clips(model, train_audio[:256]))
-        else:
-            model, tokenizer = build_synth_musicgen(cfg)
-            usage = fit_synth_codec(model, train_audio, codec_cfg, cfg.seed)
-        codes_NKT = encode_clips(model, corpus.audio_NS)
-        metrics = train_musicgen(
-            model, tokenizer, codes_NKT, corpus.captions, corpus.heldout_N, cfg, log_fn
-        )
-        log_fn({f"final/{k}": v for k, v in metrics.items()}, int(metrics["steps_run"]))
-    card = {
-        "name": "musicgen-synth",
-        **params,
-        "codes_used_per_codebook": usage,
-        "metrics": metrics,
-        "parameters": sum(p.numel() for p in model.decoder.parameters()),
-        "environment": _environment(),
-    }
-    return MusicgenBundle(model, tokenizer, card), {**metrics, "codes_used": usage}
+        return synth.train_musicgen_synth(corpus, codec_cfg, cfg, params, log_fn)
 
 
 def train_rave_synth(
     corpus: SynthClips, pretrain: dict[str, Any]
 ) -> tuple[RaveExport, dict[str, Any]]:
     """Train the autoencoder and export it in the distributed TorchScript layout."""
+    from musicsae_kedro.pipelines.tracking import child_run
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.config import RaveTrainConfig
+
     corpus_cfg = _corpus_cfg(pretrain)
     cfg = parse_params(RaveTrainConfig, pretrain.get("rave"), "pretrain.rave")
     params = {"corpus": corpus_cfg.model_dump(), "train": cfg.model_dump()}
     with child_run("pretrain.rave_synth", params, {"stage": "pretrain"}) as (log_fn, _):
-        train_NS = corpus.audio_NS[~corpus.heldout_N]
-        model, metrics = train_rave(
-            train_NS, corpus.audio_NS[corpus.heldout_N], cfg, corpus.sample_rate, log_fn
-        )
-        log_fn({f"final/{k}": v for k, v in metrics.items()}, int(metrics["steps_run"]))
-    card = {
-        "name": "rave-synth",
-        **params,
-        "architecture": asdict(model.cfg),
-        "metrics": metrics,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "environment": _environment(),
-    }
-    return RaveExport(export_trained(model, train_NS), card), metrics
-
-
-def _codec_cfg(pretrain: dict[str, Any]) -> CodecTrainConfig:
-    return parse_params(CodecTrainConfig, pretrain.get("codec_training"), "pretrain.codec_training")
-
-
-def _reusable(cfg: CodecTrainConfig, print_: str) -> EncodecBundle | None:
-    """The codec in ``cfg.reuse_dir`` if its card has this fingerprint and enough steps."""
-    if cfg.reuse_dir is None or not (Path(cfg.reuse_dir) / CARD_FILE).exists():
-        return None
-    card = json.loads((Path(cfg.reuse_dir) / CARD_FILE).read_text())
-    if card.get("fingerprint") != print_ or card.get("steps_reached", 0) < cfg.steps:
-        logger.info(
-            "%s holds another codec (fingerprint %s, %s steps): training",
-            cfg.reuse_dir,
-            card.get("fingerprint"),
-            card.get("steps_reached"),
-        )
-        return None
-    logger.info("reusing the trained codec in %s (fingerprint %s)", cfg.reuse_dir, print_)
-    return load_encodec_bundle(cfg.reuse_dir)
-
-
-def train_encodec_synth(
-    corpus: SynthClips, pretrain: dict[str, Any]
-) -> tuple[EncodecBundle, dict[str, Any]]:
-    """Train the 8 kHz EnCodec (or continue from its checkpoint, or reuse a shipped codec
-    of the same configuration)."""
-    corpus_cfg = _corpus_cfg(pretrain)
-    cfg = _codec_cfg(pretrain)
-    data = {"corpus": corpus_cfg.model_dump(), "sample_rate": corpus.sample_rate}
-    print_ = fingerprint(cfg, data)
-    reused = _reusable(cfg, print_)
-    if reused is not None:
-        return reused, {**reused.card.get("metrics", {}), "reused": cfg.reuse_dir}
-    params = {"corpus": corpus_cfg.model_dump(), "train": cfg.model_dump()}
-    started, load_before = time.perf_counter(), os.getloadavg()
-    with child_run("pretrain.encodec_synth", params, {"stage": "pretrain"}) as (log_fn, _):
-        codec, metrics = train_codec(
-            corpus.audio_NS[~corpus.heldout_N],
-            corpus.audio_NS[corpus.heldout_N],
-            cfg,
-            corpus.sample_rate,
-            cfg.checkpoint_path,
-            data,
-            log_fn,
-        )
-        final = metrics["history"][-1] if metrics["history"] else {}
-        log_fn(
-            {f"final/{k.split('/')[-1]}": v for k, v in final.items() if k != "step"},
-            int(metrics["steps_reached"]),
-        )
-    card = {
-        "name": "encodec-synth",
-        "fingerprint": print_,
-        "steps_reached": metrics["steps_reached"],
-        **params,
-        "architecture": codec.config.to_diff_dict(),
-        "parameters": sum(p.numel() for p in codec.parameters()),
-        "metrics": {k: v for k, v in metrics.items() if k != "history"},
-        "heldout_history": metrics["history"],
-        "node_wall_seconds": time.perf_counter() - started,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
-        "environment": _environment(),
-    }
-    return EncodecBundle(codec, card), {k: v for k, v in metrics.items() if k != "history"}
-
-
-def encodec_synth_evidence(
-    bundle: EncodecBundle, corpus: SynthClips, pretrain: dict[str, Any]
-) -> dict[str, Any]:
-    """Reconstruction and label probes of the trained codec against the previous codec
-    (``embedded:musicgen-synth``'s), silence and the original audio, on tracks rendered
-    from a seed disjoint from training."""
-    corpus_cfg = _corpus_cfg(pretrain)
-    cfg = parse_params(
-        CodecEvidenceConfig, pretrain.get("codec_evidence"), "pretrain.codec_evidence"
-    )
-    if cfg.seed == corpus_cfg.seed:
-        raise MusicSAEError(
-            "parameters pretrain.codec_evidence.seed",
-            f"seed {cfg.seed} is the training corpus's: its tracks are not disjoint",
-            "use another seed",
-        )
-    heldout = render_corpus(
-        corpus_cfg.model_copy(update={"n_tracks": cfg.n_tracks, "seed": cfg.seed})
-    )
-    previous = load_musicgen_bundle(EMBEDDED_DIR / "musicgen-synth").model.audio_encoder
-    evidence = codec_evidence(
-        bundle.codec,
-        previous,
-        corpus.split(False),
-        heldout,
-        make_config().vocabularies(),
-        cfg,
-    )
-    return {
-        "config": cfg.model_dump(),
-        "codec_card_fingerprint": bundle.card.get("fingerprint"),
-        **evidence,
-    }
+        return synth.train_rave_synth(corpus, cfg, params, log_fn)
 
 
 def musicgen_synth_evidence(
     bundle: MusicgenBundle, corpus: SynthClips, pretrain: dict[str, Any]
 ) -> dict[str, Any]:
     """CE against baselines, per-layer skip CE and label probes on held-out tracks."""
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.config import EvidenceConfig
+
     cfg = parse_params(EvidenceConfig, pretrain.get("evidence"), "pretrain.evidence")
-    heldout = corpus.split(True)
-    heldout = heldout.subset(range(min(cfg.heldout_clips, len(heldout.captions))))
-    return musicgen_evidence(bundle.model, bundle.tokenizer, corpus.split(False), heldout, cfg)
+    return synth.musicgen_synth_evidence(bundle, corpus, cfg)
 
 
 def rave_synth_evidence(
     export: RaveExport, corpus: SynthClips, pretrain: dict[str, Any]
 ) -> dict[str, Any]:
     """Reconstruction and pitch following of the export against a random model."""
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.config import EvidenceConfig, RaveTrainConfig
+
     cfg = parse_params(EvidenceConfig, pretrain.get("evidence"), "pretrain.evidence")
     train_cfg = parse_params(RaveTrainConfig, pretrain.get("rave"), "pretrain.rave")
-    arch = arch_config(train_cfg, corpus.sample_rate)
-    random_module = export_torchscript(
-        build_autoencoder(arch, cfg.seed + 1),
-        torch.eye(arch.latent_size),
-        torch.zeros(arch.latent_size),
-    )
-    heldout = corpus.split(True)
-    heldout = heldout.subset(range(min(cfg.heldout_clips, len(heldout.captions))))
-    return rave_evidence(
-        SteppedRave(export.module, "rave-synth", cfg.seed),
-        SteppedRave(random_module, "random", cfg.seed),
-        heldout,
-        cfg,
-    )
+    return synth.rave_synth_evidence(export, corpus, cfg, train_cfg)

@@ -8,8 +8,9 @@ publishes them as the embedded models.
 
 from __future__ import annotations
 
-from kedro.pipeline import Pipeline, node
+from kedro.pipeline import Pipeline
 
+from musicsae_kedro.pipelines.common import task
 from musicsae_kedro.pipelines.pretrain.nodes import (
     encodec_synth_evidence,
     musicgen_synth_evidence,
@@ -24,43 +25,43 @@ from musicsae_kedro.pipelines.pretrain.nodes import (
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            node(
+            task(
                 render_pretrain_corpus,
                 "params:pretrain",
                 "pretrain.corpus",
                 name="render_pretrain_corpus",
             ),
-            node(
+            task(
                 train_encodec_synth,
                 ["pretrain.corpus", "params:pretrain"],
                 ["pretrain.encodec_synth", "pretrain.encodec_synth_metrics"],
                 name="train_encodec_synth",
             ),
-            node(
+            task(
                 encodec_synth_evidence,
                 ["pretrain.encodec_synth", "pretrain.corpus", "params:pretrain"],
                 "pretrain.encodec_synth_evidence",
                 name="encodec_synth_evidence",
             ),
-            node(
+            task(
                 train_musicgen_synth,
                 ["pretrain.corpus", "params:pretrain"],
                 ["pretrain.musicgen_synth", "pretrain.musicgen_synth_metrics"],
                 name="train_musicgen_synth",
             ),
-            node(
+            task(
                 train_rave_synth,
                 ["pretrain.corpus", "params:pretrain"],
                 ["pretrain.rave_synth", "pretrain.rave_synth_metrics"],
                 name="train_rave_synth",
             ),
-            node(
+            task(
                 musicgen_synth_evidence,
                 ["pretrain.musicgen_synth", "pretrain.corpus", "params:pretrain"],
                 "pretrain.musicgen_synth_evidence",
                 name="musicgen_synth_evidence",
             ),
-            node(
+            task(
                 rave_synth_evidence,
                 ["pretrain.rave_synth", "pretrain.corpus", "params:pretrain"],
                 "pretrain.rave_synth_evidence",
