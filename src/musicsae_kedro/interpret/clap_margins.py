@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from musicsae_kedro.clap.scorer import ClapScorer
+from musicsae_kedro.interpret.labels import LABELLED
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def clap_margins(
     ``clap_rank`` (1 = best margin over the whole table; only ``ok`` labels with held-out
     clips are scored, the rest get NaN)."""
     table = labels.copy()
-    scored = table["status"].eq("ok") & table["feature"].map(
+    scored = table["status"].isin(LABELLED) & table["feature"].map(
         lambda f: bool(feature_clips.get(int(f)))
     )
     needed = list(
@@ -55,7 +56,7 @@ def clap_margins(
     top, rand, n_clips = [], [], []
     for _, row in table.iterrows():
         clips = feature_clips.get(int(row["feature"]), [])
-        ok = row["status"] == "ok" and bool(clips) and row["label"] in text_index
+        ok = row["status"] in LABELLED and bool(clips) and row["label"] in text_index
         if not ok:
             top.append(np.nan)
             rand.append(np.nan)
