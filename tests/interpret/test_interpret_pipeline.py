@@ -19,7 +19,13 @@ from musicsae_kedro.datasets import ActivationSetDataset, ClipStoreDataset, SAED
 from musicsae_kedro.interpret.stats_store import FeatureStats
 from musicsae_kedro.pipelines.interpret import create_pipeline
 from musicsae_kedro.sites import resolve_sites
-from tests.helpers.interpret_data import PIANO_FEATURE, SITE, interpret_params, make_world
+from tests.helpers.interpret_data import (
+    PIANO_FEATURE,
+    SITE,
+    interpret_params,
+    make_world,
+    saved_clap,
+)
 from tests.helpers.llm_test_server import ChatServer
 from tests.helpers.paths import REPO_ROOT
 
@@ -75,6 +81,7 @@ def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking
     # every card so the piano feature's is on the page.
     params = interpret_params(
         llm={"enabled": True, "model": "test-model", "clips_per_feature": 2},
+        clap={"spec": saved_clap(tmp_path / "clap")},  # a trained CLAP's stand-in: measured
         report={"max_features": 16},
     )
     pipe = _pipeline()
