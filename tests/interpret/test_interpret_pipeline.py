@@ -77,9 +77,12 @@ def tracking(tmp_path):
 def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking, caplog):
     caplog.set_level(logging.DEBUG)
     world = make_world(tmp_path / "world", n_tracks=24)
+    # Detectors add candidates and 6 held-out tracks confirm no label (all weak): show
+    # every card so the piano feature's is on the page.
     params = interpret_params(
         llm={"enabled": True, "model": "test-model", "clips_per_feature": 2},
         clap={"spec": saved_clap(tmp_path / "clap")},  # a trained CLAP's stand-in: measured
+        report={"max_features": 16},
     )
     pipe = _pipeline()
     assert {n.name for n in pipe.nodes} == {
@@ -112,6 +115,7 @@ def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking
     tags = pd.read_parquet(data / f"07_model_output/{SITE}/tag_labels.parquet")
     piano = tags.set_index("feature").loc[PIANO_FEATURE]
     assert piano["label"] == "instrument: piano" and piano["support"] == 1.0
+    assert piano["status"] == "weak" and piano["candidate"]  # 6 held-out tracks: unconfirmed
     llm = pd.read_parquet(data / f"07_model_output/{SITE}/llm_labels.parquet")
     assert set(llm["status"]) == {"ok"} and set(llm["source"]) == {"llm:test-model"}
     assert set(llm["feature"]) == set(tags["feature"])
@@ -155,7 +159,7 @@ def test_llm_off_gives_an_empty_llm_table_and_no_request(tmp_path):
 
 def test_a_site_without_candidates_still_gets_every_output(tmp_path):
     world = make_world(tmp_path / "world", n_tracks=12)
-    params = interpret_params(candidates={"min_rate": 0.99, "max_rate": 1.0})
+    params = interpret_params(candidates={"min_rate": 0.99, "max_rate": 1.0, "detectors": False})
     with ChatServer() as server:
         catalog = _catalog(tmp_path, world, server, params)
         catalog[f"{SITE}.sae_metrics"] = MemoryDataset({})

@@ -146,7 +146,7 @@ def build_report(
     interpret: dict[str, Any],
 ) -> FeatureReport:
     """The site's static HTML report with its clips (top training clips of each card)."""
-    from musicsae_kedro.interpret.config import ReportConfig
+    from musicsae_kedro.interpret.config import CandidateConfig, ReportConfig
     from musicsae_kedro.interpret.site import site_report
 
     return site_report(
@@ -158,4 +158,5 @@ def build_report(
         sae,
         clips,
         _config(ReportConfig, interpret, "report"),
+        _config(CandidateConfig, interpret, "candidates"),
     )
