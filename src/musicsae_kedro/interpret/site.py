@@ -31,6 +31,7 @@ from musicsae_kedro.interpret.config import (
 from musicsae_kedro.interpret.enrichment import enrichment_labels, unit_terms_from_tracks
 from musicsae_kedro.interpret.ground_truth import concept_recovery
 from musicsae_kedro.interpret.labels import label_table
+from musicsae_kedro.interpret.ladder_site import LadderReport
 from musicsae_kedro.interpret.llm import LLMEndpoint, LLMLabeller, clip_evidence, llm_labels
 from musicsae_kedro.interpret.llm_cache import ResponseCache
 from musicsae_kedro.interpret.report import (
@@ -199,8 +200,10 @@ def site_report(
     sae: SparseAutoencoder,
     clips: ClipStore,
     cfg: ReportConfig,
+    ladder: LadderReport | None = None,
 ) -> FeatureReport:
-    """The site's static HTML report with its clips (top training clips of each card)."""
+    """The site's static HTML report with its clips (top training clips of each card)
+    and the concept ladder when there is one."""
     audio = ClipAudio(clips)
     with contextlib.ExitStack() as stack:
         train = stack.enter_context(stats.open(TRAIN))
@@ -210,7 +213,15 @@ def site_report(
         top = top_clips(train, store, sae, features, cfg.clips_per_feature, audio.clip_seconds)
         media = export_clips(top, audio, cfg)
         report = render_report(
-            train.site, sae_metrics or {}, train, feature_labels, concept_recovery, top, media, cfg
+            train.site,
+            sae_metrics or {},
+            train,
+            feature_labels,
+            concept_recovery,
+            top,
+            media,
+            cfg,
+            ladder=ladder,
         )
     logger.info(
         "%s: report with %d feature cards and %d clips",
