@@ -25,13 +25,22 @@ from tests.helpers.interpret_data import (
     interpret_params,
     make_world,
     saved_clap,
+    write_codes,
 )
 from tests.helpers.llm_test_server import ChatServer
 from tests.helpers.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
 SENTINEL = "sk-SENTINEL-pipeline-4d1e"
-OUTPUTS = ("feature_stats", "tag_labels", "llm_labels", "feature_labels", "concept_recovery")
+OUTPUTS = (
+    "feature_stats",
+    "tag_labels",
+    "llm_labels",
+    "feature_labels",
+    "concept_recovery",
+    "concept_ladder",
+)
+LADDER = {"n_resamples": 50, "n_repeats": 1, "n_folds": 3}
 
 
 def _catalog(tmp_path: Path, world, server: ChatServer, params: dict) -> DataCatalog:
@@ -52,7 +61,9 @@ def _catalog(tmp_path: Path, world, server: ChatServer, params: dict) -> DataCat
     catalog[f"{SITE}.sae"] = SAEDataset(filepath=str(world.sae_path))
     catalog["clips"] = ClipStoreDataset(path=str(world.clips.path))
     catalog["tracks"] = MemoryDataset(world.tracks)
-    catalog["params:interpret"] = MemoryDataset(params)
+    catalog["musicgen.codes"] = MemoryDataset(write_codes(tmp_path / "codes", world.tracks))
+    catalog["params:models.musicgen"] = MemoryDataset({"family": "musicgen", "spec": "debug"})
+    catalog["params:interpret"] = MemoryDataset({"ladder": LADDER, **params})
     return catalog
 
 
@@ -93,6 +104,7 @@ def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking
             "label_by_llm",
             "score_labels",
             "concept_recovery",
+            "concept_ladder",
             "feature_report",
         )
     }
@@ -128,6 +140,13 @@ def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking
     assert piano_concept["feature"] == PIANO_FEATURE and piano_concept["recovered"]
     page = data / f"08_reporting/{SITE}/report.html"
     assert f'id="feature-{PIANO_FEATURE}"' in page.read_text()
+    assert 'id="ladder"' in page.read_text()
+    ladder = pd.read_parquet(data / f"08_reporting/{SITE}/ladder.parquet")
+    piano_single = ladder.set_index(["concept", "rung"]).loc[("instrument:piano", "single_feature")]
+    assert piano_single["feature"] == PIANO_FEATURE
+    assert (data / f"08_reporting/{SITE}/ladder.png").stat().st_size > 0
+    assert (data / f"08_reporting/{SITE}/ladder.md").read_text().startswith("# Concept ladder")
+    headlines = json.loads((data / f"08_reporting/{SITE}/ladder_headlines.json").read_text())
     assert any((page.parent / "report_files").iterdir())
 
     # MLflow: interpretation numbers sit in the SAE's own run, next to its eval metrics.
@@ -138,6 +157,9 @@ def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking
     assert run.data.tags["interpret.fixed_caption"] == "true"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(tracking)}
     assert "concept_recovery.json" in artifacts
+    assert {"ladder_headlines.json", "ladder_table.json"} <= artifacts
+    assert run.data.metrics["ladder/concepts_present"] == len(headlines["concepts_present"])
+    assert run.data.tags["ladder.pooling"] == "mean"
 
     # The API key is nowhere: logs, outputs, the LLM cache, the tracking store.
     assert SENTINEL not in caplog.text

@@ -1,7 +1,8 @@
 """The static HTML feature report of one site: open the file, no server, no script.
 
 Sections: the SAE's summary (explained variance, L0, dead fraction, a histogram of
-feature densities), concept recovery when the corpus has ground truth, then one card
+feature densities), the concept ladder and concept recovery when the corpus has ground
+truth (docs/evaluation.md), then one card
 per feature: its best label (by CLAP margin) with its source, the other labels, CLAP
 margin, activation rate, density, maximum, and its top training clips as audio players
 with the feature's activation over each clip's time.
@@ -20,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,8 +39,12 @@ from musicsae_kedro.interpret.labels import (
     WEAK,
     as_list,
 )
+from musicsae_kedro.interpret.ladder_html import ladder_section
 from musicsae_kedro.interpret.stats_store import FeatureStats
 from musicsae_kedro.interpret.svg import histogram, line_chart
+
+if TYPE_CHECKING:
+    from musicsae_kedro.interpret.ladder_site import LadderReport
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +221,12 @@ def _summary_section(
     )
 
 
+def _ladder(ladder: LadderReport | None) -> str:
+    if ladder is None:
+        return ""
+    return ladder_section(ladder.table, ladder.headlines, ladder.figure_png)
+
+
 def _recovery_section(recovery: Mapping[str, Any]) -> str:
     if not recovery.get("available"):
         return (
@@ -375,6 +386,7 @@ def render_report(
     media: Mapping[str, bytes],
     cfg: ReportConfig,
     window: RateWindow | None = None,
+    ladder: LadderReport | None = None,
 ) -> FeatureReport:
     """The page for ``site`` (``clips`` and ``media`` for the features that get cards)."""
     best = best_labels(labels).set_index("feature", drop=False) if not labels.empty else labels
@@ -410,6 +422,7 @@ def render_report(
         f"What each number means: docs/interpretation.md. Showing {len(features)} of "
         f"{n_candidates} candidate features, confirmed labels first, then best CLAP margin.</p>"
         f"{_summary_section(site, sae_summary, stats, labels, cfg, window)}"
+        f"{_ladder(ladder)}"
         f"{_recovery_section(recovery)}"
         f"{_intervention_link()}"
         f'<section id="features"><h2>Features</h2>{cards_html}</section>'

@@ -36,6 +36,7 @@ from musicsae_kedro.interpret.confirmation import confirm_on_heldout
 from musicsae_kedro.interpret.enrichment import enrichment_labels, unit_terms_from_tracks
 from musicsae_kedro.interpret.ground_truth import concept_recovery
 from musicsae_kedro.interpret.labels import OK, TAG_SOURCE, WEAK, label_table
+from musicsae_kedro.interpret.ladder_site import LadderReport
 from musicsae_kedro.interpret.llm import LLMEndpoint, LLMLabeller, clip_evidence, llm_labels
 from musicsae_kedro.interpret.llm_cache import ResponseCache
 from musicsae_kedro.interpret.report import (
@@ -219,8 +220,10 @@ def site_report(
     clips: ClipStore,
     cfg: ReportConfig,
     candidates: CandidateConfig | None = None,
+    ladder: LadderReport | None = None,
 ) -> FeatureReport:
-    """The site's static HTML report with its clips (top training clips of each card)."""
+    """The site's static HTML report with its clips (top training clips of each card)
+    and the concept ladder when there is one."""
     candidates = candidates or CandidateConfig()
     audio = ClipAudio(clips)
     with contextlib.ExitStack() as stack:
@@ -241,6 +244,7 @@ def site_report(
             media,
             cfg,
             window,
+            ladder=ladder,
         )
     logger.info(
         "%s: report with %d feature cards and %d clips",
