@@ -28,14 +28,34 @@ def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def _log_metrics(metrics: dict[str, float], step: int) -> None:
-    finite = {
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {
         k: float(v)
         for k, v in metrics.items()
         if isinstance(v, int | float) and math.isfinite(float(v))
     }
+
+
+def _log_metrics(metrics: dict[str, float], step: int) -> None:
+    finite = _finite(metrics)
     if finite:
         mlflow.log_metrics(finite, step=step)
+
+
+def _attach_to_models(run_id: str, experiment_id: str, metrics: dict[str, float]) -> None:
+    """Also attach ``metrics`` to the SAE models logged by run ``run_id``
+    (``model_registry.log_sae_model``), so the model view shows e.g. the concept headline
+    next to the training metrics."""
+    finite = _finite(metrics)
+    if not finite:
+        return
+    models = mlflow.search_logged_models(
+        experiment_ids=[experiment_id],
+        filter_string=f"source_run_id = '{run_id}'",
+        output_format="list",
+    )
+    for model in models:
+        mlflow.log_metrics(finite, step=0, model_id=model.model_id)
 
 
 @contextlib.contextmanager
@@ -117,7 +137,8 @@ def log_to_site_run(
     dicts: dict[str, Any] | None = None,
 ) -> str | None:
     """Log ``metrics`` (step 0), ``tags`` and JSON ``dicts`` (file name -> object) into the
-    run of a site's SAE, so that they sit next to its evaluation metrics in the MLflow UI.
+    run of a site's SAE, so that they sit next to its evaluation metrics in the MLflow UI;
+    the metrics are also attached to the SAE's logged model(s) of that run.
 
     ``run_id`` is that run (``sae_metrics["mlflow_run_id"]``); it is reopened as a nested
     run. When it is None or not in this tracking store, a new nested run ``name`` is used.
@@ -137,6 +158,7 @@ def log_to_site_run(
         run = mlflow.start_run(run_name=name, nested=True)
     with run:
         _log_metrics(metrics, step=0)
+        _attach_to_models(run.info.run_id, run.info.experiment_id, metrics)
         if tags:
             mlflow.set_tags(tags)
         for file_name, obj in (dicts or {}).items():
