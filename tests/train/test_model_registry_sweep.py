@@ -7,6 +7,8 @@ the sweep's models side by side with their metrics, and the alias."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +35,38 @@ SWEEP = {
     }
 }
 POINTS = ("k4", "k8")
+
+
+def _assert_ui_lists(base: str, experiment_ids: list[str], side_by_side: dict) -> None:
+    """Headless Chromium on the experiment's *Models* tab (the UI's "Model training"
+    mode): every point's model, its source run and its metric values, side by side."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.interpret.test_interpret_report import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 2200, "height": 900})
+            experiment = next(
+                e
+                for e in _post(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 10})[
+                    "experiments"
+                ]
+                if e["name"] == "musicsae_kedro"
+            )["experiment_id"]
+            assert experiment in experiment_ids
+            page.goto(f"{base}/#/experiments/{experiment}/models", timeout=120_000)
+            page.get_by_text("Model training").first.click(timeout=60_000)  # the mode sticks
+            page.goto(f"{base}/#/experiments/{experiment}/models", timeout=120_000)
+            for point in POINTS:
+                page.get_by_text(f"{SITE}/{point}").first.wait_for(timeout=60_000)
+            text = page.inner_text("body")
+        finally:
+            browser.close()
+    assert "explained_variance" in text and "l0" in text
+    for metrics in side_by_side.values():
+        assert repr(metrics["explained_variance"]) in text, text[-2000:]
 
 
 def _free_port() -> int:
@@ -118,14 +152,15 @@ def test_a_sweep_logs_registers_and_compares_its_saes(trained, monkeypatch):
         cwd=project,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its uvicorn worker ends with it (killpg below)
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                _get(f"{base}/health")
-                break
+                with urllib.request.urlopen(f"{base}/health", timeout=10):
+                    break
             except OSError:
                 assert server.poll() is None, server.stderr.read()[-3000:]
                 assert time.monotonic() < deadline, "mlflow server did not start"
@@ -146,6 +181,11 @@ def test_a_sweep_logs_registers_and_compares_its_saes(trained, monkeypatch):
             )
         alias = _get(f"{base}/api/2.0/mlflow/registered-models/alias?name={SITE}&alias=best")
         assert alias["model_version"]["name"] == SITE
+        _assert_ui_lists(base, ids, side_by_side)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

@@ -42,20 +42,21 @@ def _log_metrics(metrics: dict[str, float], step: int) -> None:
         mlflow.log_metrics(finite, step=step)
 
 
-def _attach_to_models(run_id: str, experiment_id: str, metrics: dict[str, float]) -> None:
-    """Also attach ``metrics`` to the SAE models logged by run ``run_id``
-    (``model_registry.log_sae_model``), so the model view shows e.g. the concept headline
-    next to the training metrics."""
+def _log_to_run_and_models(run: Any, metrics: dict[str, float]) -> None:
+    """Log ``metrics`` (step 0) to ``run`` and attach them to the SAE models that run
+    logged (``model_registry.log_sae_model``), so the model view shows e.g. the concept
+    headline next to the training metrics. A metric logged with a ``model_id`` is also a
+    metric of the run: one call per model, no second copy."""
     finite = _finite(metrics)
     if not finite:
         return
     models = mlflow.search_logged_models(
-        experiment_ids=[experiment_id],
-        filter_string=f"source_run_id = '{run_id}'",
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
         output_format="list",
     )
-    for model in models:
-        mlflow.log_metrics(finite, step=0, model_id=model.model_id)
+    for model_id in [m.model_id for m in models] or [None]:
+        mlflow.log_metrics(finite, step=0, model_id=model_id)
 
 
 @contextlib.contextmanager
@@ -157,8 +158,7 @@ def log_to_site_run(
     if run is None:
         run = mlflow.start_run(run_name=name, nested=True)
     with run:
-        _log_metrics(metrics, step=0)
-        _attach_to_models(run.info.run_id, run.info.experiment_id, metrics)
+        _log_to_run_and_models(run, metrics)
         if tags:
             mlflow.set_tags(tags)
         for file_name, obj in (dicts or {}).items():
