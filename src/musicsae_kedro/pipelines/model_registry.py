@@ -50,6 +50,9 @@ MODEL_METRICS = (
     "ce_recovered_zero",
     "ce_recovered_mean",
     "ce_increase",
+    "layer_contribution_kept",
+    "layer_contribution_kept_low",
+    "layer_contribution_kept_high",
 )
 """Summary values attached to the logged model (and its registered version's tags)."""
 INPUT_NAME = "activations"
