@@ -81,6 +81,8 @@ def tracking(tmp_path):
     mlflow.set_experiment("interpret-test")
     with mlflow.start_run(run_name=SITE) as sae_run:  # stands in for the train pipeline's run
         mlflow.log_metric("eval/explained_variance", 0.9)
+        # stands in for the SAE's logged model (pipelines/model_registry.py)
+        mlflow.initialize_logged_model(name="sae", source_run_id=sae_run.info.run_id)
     yield sae_run.info.run_id
     mlflow.set_tracking_uri("")
 
@@ -153,6 +155,10 @@ def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking
     run = mlflow.get_run(tracking)
     assert run.data.metrics["interpret/concept_recovery"] == recovery["concept_recovery"]
     assert run.data.metrics["eval/explained_variance"] == 0.9
+    # ... and on the SAE's logged model: the concept headline in the model view
+    [model] = mlflow.search_logged_models(output_format="list")
+    on_model = {m.key: m.value for m in model.metrics}
+    assert on_model["interpret/concept_recovery"] == recovery["concept_recovery"]
     assert run.data.metrics["interpret/labelled_features"] == labels["feature"].nunique()
     assert run.data.tags["interpret.fixed_caption"] == "true"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(tracking)}
