@@ -83,6 +83,7 @@ def test_configs_are_frozen_and_copied_with_model_copy() -> None:
         "device": "cpu",
         "dtype": "float32",
         "seed": 0,
+        "weights_trained": True,
         "options": {},
     }
 

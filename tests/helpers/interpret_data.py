@@ -194,3 +194,15 @@ def write_stats(
         )
     )
     return FeatureStats(path)
+
+
+def saved_clap(folder: Path) -> str:
+    """The debug CLAP saved as a local folder: a stand-in for a trained CLAP (a folder
+    spec counts as trained), so tests can exercise the margin plumbing. The spec."""
+    from musicsae_kedro.clap.config import ClapConfig
+    from musicsae_kedro.clap.scorer import build_debug_clap
+
+    parts = build_debug_clap(ClapConfig(seed=0))
+    for part in (parts.model, parts.tokenizer, parts.feature_extractor):
+        part.save_pretrained(folder)
+    return str(folder)

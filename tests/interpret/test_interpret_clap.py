@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
 from musicsae_kedro.clap.config import ClapConfig
 from musicsae_kedro.clap.scorer import ClapScorer, build_debug_clap
 from musicsae_kedro.errors import MusicSAEError
-from musicsae_kedro.interpret.clap_margins import clap_margins, random_heldout_clips, unscored
+from musicsae_kedro.interpret.clap_margins import (
+    RANDOM_CLAP,
+    clap_margins,
+    random_heldout_clips,
+    scored_if_measurable,
+    unscored,
+)
 from musicsae_kedro.interpret.labels import label_row, label_table
+from musicsae_kedro.interpret.site import label_summary
+from tests.helpers.interpret_data import saved_clap
 
 
 def _clips(n: int, seconds: float = 1.0, seed: int = 0) -> list[np.ndarray]:
@@ -135,3 +145,54 @@ def test_random_baseline_clips_are_distinct_and_seeded():
 def test_unknown_spec_is_loaded_from_pretrained_and_fails_clearly(tmp_path):
     with pytest.raises(MusicSAEError, match="cannot load a CLAP model"):
         ClapScorer.load(ClapConfig(spec=str(tmp_path / "no-such-model")))
+
+
+def test_a_random_clap_measures_nothing_and_says_so_once(tmp_path, caplog):
+    labels = label_table(
+        [label_row(0, "tag_enrichment", label="piano"), label_row(1, "llm:m", label="organ")]
+    )
+    assert not ClapConfig(spec="debug").measures
+    assert not ClapConfig(spec=str(tmp_path), weights_trained=False).measures
+    assert ClapConfig(spec=str(tmp_path)).measures
+    assert (
+        ClapScorer(build_debug_clap(ClapConfig()), weights_trained=False).weights_trained is False
+    )
+
+    def must_not_score(scorer):
+        raise AssertionError("a random CLAP must not be loaded or scored")
+
+    caplog.set_level(logging.INFO, logger="musicsae_kedro.interpret.clap_margins")
+    table = scored_if_measurable(ClapConfig(spec="debug"), labels, "musicgen.l1", must_not_score)
+    for column in ("clap_top", "clap_random", "clap_margin"):
+        assert table[column].isna().all()
+    assert (table["clap_status"] == RANDOM_CLAP).all()
+    assert table["clap_rank"].isna().all()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "random weights" in lines[0] and "musicgen.l1" in lines[0]
+    # the summary MLflow gets has no margin number (NaN is not logged)
+    assert np.isnan(label_summary(table)["interpret/mean_best_clap_margin"])
+
+
+def test_a_trained_clap_is_scored_and_its_margins_marked_measured(tmp_path):
+    labels = label_table([label_row(0, "tag_enrichment", label="x")])
+    stub = _StubScorer({"x": 0})
+    seen = []
+
+    def score(scorer):
+        seen.append(scorer)
+        return clap_margins(stub, labels, {0: [("a", 0)]}, [("a", 0)], lambda c, r: np.zeros(r))
+
+    saved = saved_clap(tmp_path / "clap")
+    table = scored_if_measurable(ClapConfig(spec=saved), labels, "s", score)
+    assert len(seen) == 1 and seen[0].weights_trained
+    assert list(table["clap_status"]) == ["measured"]
+    assert unscored(labels)["clap_status"].tolist() == ["not scored"]
+
+
+def test_report_card_says_not_measured_for_a_random_clap():
+    from musicsae_kedro.interpret.report import _margin
+
+    row = unscored(label_table([label_row(0, "tag_enrichment", label="x")])).iloc[0]
+    assert _margin(row) == "n/a"
+    random_row = unscored(label_table([label_row(0, "tag_enrichment", label="x")]), RANDOM_CLAP)
+    assert _margin(random_row.iloc[0]) == "not measured (random CLAP)"

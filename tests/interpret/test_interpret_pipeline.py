@@ -19,7 +19,13 @@ from musicsae_kedro.datasets import ActivationSetDataset, ClipStoreDataset, SAED
 from musicsae_kedro.interpret.stats_store import FeatureStats
 from musicsae_kedro.pipelines.interpret import create_pipeline
 from musicsae_kedro.sites import resolve_sites
-from tests.helpers.interpret_data import PIANO_FEATURE, SITE, interpret_params, make_world
+from tests.helpers.interpret_data import (
+    PIANO_FEATURE,
+    SITE,
+    interpret_params,
+    make_world,
+    saved_clap,
+)
 from tests.helpers.llm_test_server import ChatServer
 from tests.helpers.paths import REPO_ROOT
 
@@ -71,7 +77,10 @@ def tracking(tmp_path):
 def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking, caplog):
     caplog.set_level(logging.DEBUG)
     world = make_world(tmp_path / "world", n_tracks=24)
-    params = interpret_params(llm={"enabled": True, "model": "test-model", "clips_per_feature": 2})
+    params = interpret_params(
+        llm={"enabled": True, "model": "test-model", "clips_per_feature": 2},
+        clap={"spec": saved_clap(tmp_path / "clap")},  # a trained CLAP's stand-in: measured
+    )
     pipe = _pipeline()
     assert {n.name for n in pipe.nodes} == {
         f"{SITE}.{n}"

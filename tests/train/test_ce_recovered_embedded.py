@@ -66,9 +66,12 @@ def test_ablation_is_worse_than_the_sae_splice_which_is_worse_than_clean(musicge
         train_cfg=TrainConfig(
             steps=300, batch_size=256, warmup_steps=20, norm_tokens=4096, progress=False
         ),
-        eval_cfg=EvalConfig(),
+        eval_cfg=EvalConfig(max_tokens=500),
     )
     assert metrics["explained_variance"] > 0.6
+    # dead fraction over ten tokens per latent (or every held-out token), not the 500
+    assert metrics["tokens"] == 500
+    assert metrics["dead_window_tokens"] == min(10 * sae.dict_size, len(held_ND)) > 500
     mean_D = mean_activation([acts_ND.numpy()])
     ce = evaluate_ce_recovered(
         musicgen,
@@ -90,3 +93,15 @@ def test_ablation_is_worse_than_the_sae_splice_which_is_worse_than_clean(musicge
     assert (
         ce["ce_increase"] == pytest.approx(ce["ce_sae"] - ce["ce_clean"]) and ce["ce_increase"] > 0
     )
+    # the layer contribution kept: against skipping the layer, the trained model's
+    # layer costs something, the splice less; the interval brackets the point
+    assert musicgen.weights_trained
+    assert ce["ce_layer_ablated"] > ce["ce_clean"]
+    kept = 1 - (ce["ce_sae"] - ce["ce_clean"]) / (ce["ce_layer_ablated"] - ce["ce_clean"])
+    assert ce["layer_contribution_kept"] == pytest.approx(kept)
+    assert (
+        ce["layer_contribution_kept_low"]
+        <= ce["layer_contribution_kept"]
+        <= ce["layer_contribution_kept_high"]
+    )
+    assert ce["layer_contribution_kept_low"] < ce["layer_contribution_kept_high"]

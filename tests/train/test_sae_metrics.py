@@ -95,3 +95,24 @@ def test_no_tokens_is_an_error_and_constant_activations_give_nan() -> None:
         evaluate_sae(ScaledIdentity(), [torch.zeros(4)], max_tokens=10)
     result = evaluate_sae(ScaledIdentity(), [torch.ones(4, 3)], max_tokens=10)
     assert np.isnan(result["explained_variance"])
+
+
+def test_dead_fraction_window_reaches_past_the_evaluation_window(caplog) -> None:
+    # 40 tokens x 3 latents: latent 0 always fires, latent 1 only from token 20 on,
+    # latent 2 never. The evaluation window is 10 tokens; the dead window asks for 30.
+    codes = torch.zeros(40, 3)
+    codes[:, 0] = 1.0
+    codes[20:, 1] = 1.0
+    batches = list(codes.split(7))
+    result = evaluate_sae(ScaledIdentity(), batches, max_tokens=10, dead_window_min=30)
+    assert result["tokens"] == 10 and result["l0"] == pytest.approx(1.0)
+    assert result["dead_window_tokens"] == 30
+    assert result["dead_fraction"] == pytest.approx(1 / 3)  # latent 1 fired after token 10
+    np.testing.assert_allclose(result["firing_frequency"], [1.0, 10 / 30, 0.0])
+    # the evaluation window alone would call latent 1 dead
+    assert evaluate_sae(ScaledIdentity(), batches, max_tokens=10)["dead_fraction"] == 2 / 3
+    # fewer tokens than asked for: all of them, said once
+    caplog.set_level("INFO", logger="musicsae_kedro.sae.metrics")
+    every = evaluate_sae(ScaledIdentity(), batches, max_tokens=10, dead_window_min=1000)
+    assert every["dead_window_tokens"] == 40
+    assert sum("dead fraction over all 40 tokens" in r.getMessage() for r in caplog.records) == 1

@@ -14,6 +14,9 @@ class ClapConfig(ParamsModel):
     spec: str = Field("debug", min_length=1)
     """``debug`` (tiny random CLAP, offline), a local ``save_pretrained`` folder, or a hub
     id such as ``laion/clap-htsat-unfused``."""
+    weights_trained: bool = True
+    """``false`` declares the CLAP's weights untrained: its margins are then not measured,
+    as for ``debug`` (random weights by construction)."""
     device: str = "cpu"
     """Where CLAP runs."""
     clips_per_feature: PositiveInt = 5
@@ -24,3 +27,8 @@ class ClapConfig(ParamsModel):
     """Clips per CLAP audio forward pass."""
     seed: int = 0
     """Seeds the debug model, the random baseline clips and CLAP's random crops."""
+
+    @property
+    def measures(self) -> bool:
+        """Whether this CLAP's similarities mean anything: not with random weights."""
+        return self.spec != "debug" and self.weights_trained

@@ -3,8 +3,10 @@ audio against text (interpret's label margins, steering's re-measurement, ablati
 generation scores).
 
 Models (transformers ``ClapModel``): ``debug`` builds a tiny random CLAP offline (tests,
-demo: its margins carry no meaning); any other spec is loaded with ``from_pretrained``
-(a local folder, or a hub id such as ``laion/clap-htsat-unfused``, not exercised here).
+demo: its margins carry no meaning, so interpret reports them as not measured:
+``ClapConfig.measures``, ``ClapScorer.weights_trained``); any other spec is loaded with
+``from_pretrained`` (a local folder, or a hub id such as ``laion/clap-htsat-unfused``,
+not exercised here).
 """
 
 from __future__ import annotations
@@ -106,9 +108,16 @@ class ClapScorer:
     """Unit-norm CLAP embeddings of texts and of audio clips (any sample rate)."""
 
     def __init__(
-        self, parts: ClapParts, device: str = "cpu", batch_size: int = 8, seed: int = 0
+        self,
+        parts: ClapParts,
+        device: str = "cpu",
+        batch_size: int = 8,
+        seed: int = 0,
+        weights_trained: bool = True,
     ) -> None:
         self.model = parts.model.to(device).eval()
+        self.weights_trained = weights_trained
+        """False for a random CLAP: its similarities run, but measure nothing."""
         self.seed = seed
         self.tokenizer = parts.tokenizer
         self.feature_extractor = parts.feature_extractor
@@ -122,7 +131,7 @@ class ClapScorer:
             parts = CLAP_BUILDERS.get(cfg.spec)(cfg)
         else:
             parts = build_pretrained_clap(cfg.spec)
-        return cls(parts, cfg.device, cfg.batch_size, cfg.seed)
+        return cls(parts, cfg.device, cfg.batch_size, cfg.seed, cfg.measures)
 
     @torch.no_grad()
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:

@@ -5,6 +5,10 @@ text embedding and the audio embeddings of ``f``'s held-out top clips; ``random`
 same label against a fixed set of random held-out clips (shared by every label of the
 site); ``margin = top - random``. Labels are ranked by margin: a label that describes
 what the feature hears should match its clips better than clips in general.
+
+A CLAP with random weights (``debug``) measures nothing: its margins are not computed
+(``unscored`` with ``RANDOM_CLAP``, NaN margins, one log line), never numbers that look
+measured. ``clap_status`` says for each label why it has no margin.
 """
 
 from __future__ import annotations
@@ -15,11 +19,37 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from musicsae_kedro.clap.config import ClapConfig
 from musicsae_kedro.clap.scorer import ClapScorer
 
 logger = logging.getLogger(__name__)
 
 ClipId = tuple[str, int]
+
+RANDOM_CLAP = "not measured (random CLAP)"
+NOT_SCORED = "not scored"
+
+
+def scored_if_measurable(
+    cfg: ClapConfig,
+    labels: pd.DataFrame,
+    site: str,
+    score: Callable[[ClapScorer], pd.DataFrame],
+) -> pd.DataFrame:
+    """``score(the CLAP of cfg)`` when there is something to score and the CLAP measures
+    something; else ``labels`` unscored: a random CLAP (``debug``, or ``weights_trained:
+    false``) gets ``RANDOM_CLAP`` and one log line, and is never loaded."""
+    if labels.empty:
+        return unscored(labels)
+    if not cfg.measures:
+        logger.warning(
+            "%s: CLAP margins not measured: the CLAP %r has random weights, its margins "
+            "would mean nothing (set interpret.clap.spec to a trained CLAP)",
+            site,
+            cfg.spec,
+        )
+        return unscored(labels, RANDOM_CLAP)
+    return score(ClapScorer.load(cfg))
 
 
 def clap_margins(
@@ -70,6 +100,7 @@ def clap_margins(
     table["clap_margin"] = table["clap_top"] - table["clap_random"]
     table["clap_clips"] = np.asarray(n_clips, dtype=np.int64)
     table["clap_rank"] = table["clap_margin"].rank(ascending=False, method="first").astype("Int64")
+    table["clap_status"] = np.where(table["clap_margin"].notna(), "measured", NOT_SCORED)
     logger.info(
         "CLAP scored %d labels on %d clips (%d random baseline clips)",
         int(scored.sum()),
@@ -79,13 +110,15 @@ def clap_margins(
     return table
 
 
-def unscored(labels: pd.DataFrame) -> pd.DataFrame:
-    """``labels`` with the CLAP columns of ``clap_margins``, all empty (nothing to score)."""
+def unscored(labels: pd.DataFrame, status: str = NOT_SCORED) -> pd.DataFrame:
+    """``labels`` with the CLAP columns of ``clap_margins``, all empty (nothing to score,
+    or ``status`` says why not, such as ``RANDOM_CLAP``)."""
     table = labels.copy()
     for name in ("clap_top", "clap_random", "clap_margin"):
         table[name] = np.full(len(table), np.nan)
     table["clap_clips"] = np.zeros(len(table), dtype=np.int64)
     table["clap_rank"] = pd.array([pd.NA] * len(table), dtype="Int64")
+    table["clap_status"] = np.full(len(table), status, dtype=object)
     return table
 
 

@@ -216,13 +216,22 @@ def _label_block(row: Mapping[str, Any]) -> str:
     )
 
 
+def _margin(row: Mapping[str, Any]) -> str:
+    """The CLAP margin, or why there is none (``not measured (random CLAP)``)."""
+    number = _fmt(row.get("clap_margin"))
+    status = row.get("clap_status")
+    if number == "n/a" and isinstance(status, str) and status.startswith("not measured"):
+        return status
+    return number
+
+
 def _alternatives(rows: pd.DataFrame) -> str:
     if rows.empty:
         return ""
     items = []
     for _, row in rows.iterrows():
         text = (
-            f"{_e(row['label'])} (margin {_fmt(row.get('clap_margin'))})"
+            f"{_e(row['label'])} (margin {_e(_margin(row))})"
             if row["status"] == "ok"
             else f'<span class="failed">{_e(row["status"])}: {_e(row.get("error", ""))}</span>'
         )
@@ -240,7 +249,7 @@ def _card(
 ) -> str:
     others = labels[(labels["feature"] == feature) & (labels["source"] != best["source"])]
     facts = [
-        ("CLAP margin", _fmt(best.get("clap_margin"))),
+        ("CLAP margin", _margin(best)),
         ("CLAP top / random", f"{_fmt(best.get('clap_top'))} / {_fmt(best.get('clap_random'))}"),
         (f"activation rate ({stats.unit}s)", _fmt(stats.rate_F[feature])),
         ("density (tokens)", _fmt(stats.density_F[feature])),

@@ -16,9 +16,12 @@ import pandas as pd
 from musicsae_kedro.activations.sets import ActivationSet
 from musicsae_kedro.activations.store import ActivationStore
 from musicsae_kedro.clap.config import ClapConfig
-from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.interpret.activity import top_clips, unique_clips
-from musicsae_kedro.interpret.clap_margins import clap_margins, random_heldout_clips, unscored
+from musicsae_kedro.interpret.clap_margins import (
+    clap_margins,
+    random_heldout_clips,
+    scored_if_measurable,
+)
 from musicsae_kedro.interpret.clip_audio import ClipAudio
 from musicsae_kedro.interpret.config import (
     CandidateConfig,
@@ -129,13 +132,13 @@ def clap_scored_labels(
             heldout.track_ids, _clips_per_track(store), cfg.random_clips, cfg.seed
         )
         site = heldout.site
-    scorer = ClapScorer.load(cfg) if features else None
-    scored = (
-        clap_margins(
+    scored = scored_if_measurable(
+        cfg,
+        labels,
+        site,
+        lambda scorer: clap_margins(
             scorer, labels, feature_clips, baseline, lambda c, rate: audio.clip(c[0], c[1], rate)
-        )
-        if scorer is not None
-        else unscored(labels)
+        ),
     )
     return scored, site, label_summary(scored)
 

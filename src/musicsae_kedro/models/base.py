@@ -100,6 +100,9 @@ class ModelConfig(ParamsModel):
     """Weights dtype; half precision only makes sense on a GPU."""
     seed: int = 0
     """Seed for ``debug`` random weights."""
+    weights_trained: bool = True
+    """``false`` declares the weights untrained (for example a checkpoint re-initialised
+    at random): every CE-recovered number is then undefined (NaN), as for ``debug``."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Family-specific settings (YuE: codec checkpoint, tokenizer, device map...), checked
     by the family's adapter; excluded from the hash, compared for equality."""
@@ -162,6 +165,14 @@ class ModelAdapter(abc.ABC):
     @abc.abstractmethod
     def d_model(self) -> int:
         """Width of the residual stream at the sites."""
+
+    @property
+    def weights_trained(self) -> bool:
+        """Whether the weights were trained: ``debug`` is random by construction, an
+        embedded, local or hub checkpoint is trained unless the config says otherwise
+        (``weights_trained: false``). Numbers that compare against the model's own
+        predictions (CE recovered) mean nothing on random weights."""
+        return self.spec.kind != "debug" and self.config.weights_trained
 
     def site_width(self, layer: int) -> int:
         """Width of the activations at one site (RAVE's decoder sites differ in width)."""

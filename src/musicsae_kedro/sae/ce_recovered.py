@@ -10,19 +10,36 @@ the site's mean activation):
 as SAELens and dictionary_learning report for language models. CEs are corpus means
 (total NLL over total tokens), not means of per-clip ratios; delay-padding labels are
 masked by the adapter. The CE increase ``CE_sae - CE_clean`` (nats) is reported too.
+
+Zero or mean ablation of the whole residual stream erases every layer below the site as
+well, so CE recovered is close to 1 for almost any SAE. The number that says what the
+SAE keeps of *this layer* is the **layer contribution kept**:
+
+    kept = 1 - (CE_sae - CE_clean) / (CE_layer_ablated - CE_clean)
+
+with the layer removed the way the layer-ablation study removes it
+(``models/layer_edits.py``): skipped (output := input) or its delta mean-ablated
+(``CEConfig.layer_ablation``). 1: the splice costs nothing; 0: the splice costs as much
+as removing the layer; below 0: more. Its 95 % interval is a bootstrap over clips of the
+ratio of mean per-clip NLL differences (``evidence.intervals.bootstrap_ratio``).
+
+On untrained weights (``debug``, or ``weights_trained: false``) none of this measures
+anything: ``undefined_ce`` gives every number as NaN, with one log line saying why.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from pydantic import PositiveInt
 
 from musicsae_kedro.config import ParamsModel
+from musicsae_kedro.evidence.intervals import DEFAULT_RESAMPLES, bootstrap_ratio
+from musicsae_kedro.models.layer_edits import ABLATIONS, mean_deltas
 from musicsae_kedro.sae.model import SparseAutoencoder
 
 logger = logging.getLogger(__name__)
@@ -50,6 +67,34 @@ class CEConfig(ParamsModel):
     """Held-out clips evaluated (the first ones in track order)."""
     batch_size: PositiveInt = 8
     """Clips per forward pass."""
+    layer_ablation: Literal["skip", "mean"] = "skip"
+    """How the layer is removed for the layer contribution kept: ``skip`` (its output is
+    its input) or ``mean`` (its delta replaced by the mean delta over the evaluated clips,
+    per position)."""
+    resamples: PositiveInt = DEFAULT_RESAMPLES
+    """Bootstrap draws (over clips) of the layer contribution kept's 95 % interval."""
+
+
+CE_KEYS = (
+    "ce_clean",
+    "ce_sae",
+    "ce_zero",
+    "ce_mean",
+    "ce_layer_ablated",
+    "ce_recovered_zero",
+    "ce_recovered_mean",
+    "ce_increase",
+    "layer_contribution_kept",
+    "layer_contribution_kept_low",
+    "layer_contribution_kept_high",
+)
+"""What ``evaluate_ce_recovered`` reports besides the clip and token counts."""
+
+
+def undefined_ce(site: str, why: str) -> dict[str, float]:
+    """Every CE number as NaN (never a number that looks measured), with one log line."""
+    logger.warning("%s: CE recovered and layer contribution kept are undefined: %s", site, why)
+    return {**{key: float("nan") for key in CE_KEYS}, "ce_clips": 0.0, "ce_tokens": 0.0}
 
 
 def _at_positions(positions: np.ndarray, replace: Callable[[torch.Tensor], torch.Tensor]) -> Edit:
@@ -87,26 +132,35 @@ def evaluate_ce_recovered(
     sae: SparseAutoencoder,
     mean_D: torch.Tensor,
     batches: Iterable[tuple[np.ndarray, list[str]]],
+    layer_ablation: str = "skip",
+    resamples: int = DEFAULT_RESAMPLES,
 ) -> dict[str, float]:
-    """CE clean / with the SAE splice / zero- and mean-ablated, and the recovered fractions."""
-    totals = {name: 0.0 for name in ("clean", "sae", "zero", "mean")}
+    """CE clean / with the SAE splice / zero- and mean-ablated / with the layer removed
+    (``layer_ablation``), the recovered fractions and the layer contribution kept with
+    its bootstrap interval over clips."""
+    batches = list(batches)
+    means = mean_deltas(model, [layer], batches) if layer_ablation == "mean" else {layer: None}
+    layer_edit = ABLATIONS.get(layer_ablation)(means[layer])
+    per_clip: dict[str, list[torch.Tensor]] = {
+        name: [] for name in ("clean", "sae", "zero", "mean", "layer_ablated")
+    }
     tokens = 0
-    clips = 0
     for codes_BKT, texts in batches:
         positions = model.site_positions(codes_BKT.shape[-1], policy)
         variants: dict[str, dict[int, Edit] | None] = {"clean": None}
         variants.update(
             {name: {layer: e} for name, e in site_edits(sae, mean_D, positions).items()}
         )
+        variants["layer_ablated"] = {layer: layer_edit}
         for name, edits in variants.items():
             nll_B, tokens_B = model.codebook_nll(codes_BKT, texts, edits)
-            totals[name] += float(nll_B.sum())
+            per_clip[name].append(nll_B.double().cpu())
             if name == "clean":
                 tokens += int(tokens_B.sum())
-        clips += len(texts)
     if tokens == 0:
         raise ValueError("no held-out clips to evaluate CE recovered on")
-    ce = {name: total / tokens for name, total in totals.items()}
+    nll = {name: torch.cat(parts).numpy() for name, parts in per_clip.items()}
+    ce = {name: float(nll_N.sum()) / tokens for name, nll_N in nll.items()}
     result = {f"ce_{name}": value for name, value in ce.items()}
     for ablation in ("zero", "mean"):
         gap = ce[ablation] - ce["clean"]
@@ -114,18 +168,33 @@ def evaluate_ce_recovered(
             (ce[ablation] - ce["sae"]) / gap if gap else float("nan")
         )
     result["ce_increase"] = ce["sae"] - ce["clean"]
-    result["ce_clips"] = float(clips)
+    # Per-clip NLL sums: the ratio of their means is the ratio of the corpus-mean CE
+    # differences (the token count cancels), resampled by clip.
+    lost = bootstrap_ratio(
+        nll["sae"] - nll["clean"], nll["layer_ablated"] - nll["clean"], n_resamples=resamples
+    )
+    result["layer_contribution_kept"] = 1.0 - lost.point
+    result["layer_contribution_kept_low"] = 1.0 - lost.high
+    result["layer_contribution_kept_high"] = 1.0 - lost.low
+    result["ce_clips"] = float(len(nll["clean"]))
     result["ce_tokens"] = float(tokens)
     logger.info(
-        "layer %d: CE clean %.4f, SAE %.4f, zero %.4f, mean %.4f -> recovered %.3f "
-        "(zero) / %.3f (mean)",
+        "layer %d: CE clean %.4f, SAE %.4f, zero %.4f, mean %.4f, layer %s %.4f -> "
+        "recovered %.3f (zero) / %.3f (mean); layer contribution kept %.3f [%.3f, %.3f] "
+        "over %d clips",
         layer,
         ce["clean"],
         ce["sae"],
         ce["zero"],
         ce["mean"],
+        layer_ablation,
+        ce["layer_ablated"],
         result["ce_recovered_zero"],
         result["ce_recovered_mean"],
+        result["layer_contribution_kept"],
+        result["layer_contribution_kept_low"],
+        result["layer_contribution_kept_high"],
+        len(nll["clean"]),
     )
     return result
 

@@ -37,6 +37,7 @@ from musicsae_kedro.sae.ce_recovered import (
     TeacherForcedLM,
     evaluate_ce_recovered,
     mean_activation,
+    undefined_ce,
 )
 from musicsae_kedro.sae.checkpoint import (
     Checkpointer,
@@ -306,6 +307,7 @@ def _summary(
             for name in ("explained_variance", "mse", "l0", "dead_fraction")
         },
         "heldout_tokens_evaluated": int(metrics["tokens"]),
+        "dead_window_tokens": int(metrics["dead_window_tokens"]),
         **ce,
     }
 
@@ -324,6 +326,13 @@ def _ce_recovered(
     if not isinstance(adapter, TeacherForcedLM):
         logger.info("%s: CE recovered needs a language model; skipped", train_store.site)
         return {}
+    if not adapter.weights_trained:
+        return undefined_ce(
+            train_store.site,
+            f"the model's weights are random ({model.spec!r}"
+            + (")" if adapter.spec.kind == "debug" else ", `weights_trained: false`)")
+            + ": how well an SAE preserves its predictions measures nothing",
+        )
     provenance = train_store.provenance
     mean_D = mean_activation(block for _, block in train_store.iter_blocks(8192))
     return evaluate_ce_recovered(
@@ -333,4 +342,6 @@ def _ce_recovered(
         sae,
         mean_D,
         heldout_clips(tracks, codes, cfg),
+        layer_ablation=cfg.layer_ablation,
+        resamples=cfg.resamples,
     )

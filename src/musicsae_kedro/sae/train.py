@@ -44,7 +44,7 @@ from musicsae_kedro.sae.checkpoint import (
     restore_trainer,
 )
 from musicsae_kedro.sae.config import EvalConfig, SAEConfig, TrainConfig
-from musicsae_kedro.sae.metrics import SCALAR_METRICS, evaluate_sae
+from musicsae_kedro.sae.metrics import DEAD_WINDOW_PER_LATENT, SCALAR_METRICS, evaluate_sae
 from musicsae_kedro.sae.model import SparseAutoencoder
 from musicsae_kedro.sae.normalization import NormScale, estimate_scale, estimate_scale_and_replay
 from musicsae_kedro.sae.parallel import SINGLE, Reducer
@@ -57,7 +57,7 @@ TRAINER_LOG_KEYS = ("train/effective_l0", "train/dead_features", "train/pre_norm
 """dictionary_learning's TopK/BatchTopK ``logging_parameters``, prefixed."""
 
 TRAIN_LOG_KEYS = ("train/loss", "train/lr", *TRAINER_LOG_KEYS, "train/dead_fraction")
-EVAL_LOG_KEYS = tuple(f"eval/{name}" for name in SCALAR_METRICS)
+EVAL_LOG_KEYS = (*(f"eval/{name}" for name in SCALAR_METRICS), "eval/dead_window_tokens")
 
 
 @runtime_checkable
@@ -119,7 +119,11 @@ def _evaluate(
     eval_cfg: EvalConfig,
 ) -> dict[str, Any]:
     return evaluate_sae(
-        sae, eval_batches_fn(), eval_cfg.max_tokens, where=f"{sae.site} held-out activations"
+        sae,
+        eval_batches_fn(),
+        eval_cfg.max_tokens,
+        where=f"{sae.site} held-out activations",
+        dead_window_min=DEAD_WINDOW_PER_LATENT * sae.dict_size,
     )
 
 
@@ -290,7 +294,8 @@ def train_sae(
             if done % train_cfg.eval_every == 0 or done == steps:
                 final_metrics = _evaluate(current_sae(), eval_batches_fn, eval_cfg)
                 report(
-                    {f"eval/{name}": float(final_metrics[name]) for name in SCALAR_METRICS}, done
+                    {key: float(final_metrics[key.removeprefix("eval/")]) for key in EVAL_LOG_KEYS},
+                    done,
                 )
             if checkpointer is not None and checkpointer.due(done, steps):
                 ranks = parallel.gather_objects(
