@@ -1,4 +1,5 @@
-"""Project hooks: pass the run's config env to pipeline registration; report outputs."""
+"""Project hooks: pass the run's config env to pipeline registration; tag the MLflow run
+with this process and end runs a killed process left open; report outputs."""
 
 from __future__ import annotations
 
@@ -36,6 +37,18 @@ class ProjectHooks:
 
         pipeline_registry.ACTIVE_ENV = context.env
         pipeline_registry.PROJECT_PATH = context.project_path
+
+    @hook_impl(trylast=True)  # after kedro-mlflow's hook has started the parent run
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        """Tag the Kedro run in MLflow with this process; mark runs a killed process left
+        ``RUNNING`` as ``KILLED`` (``pipelines/stale_runs.py``)."""
+        import sys
+
+        if "mlflow" not in sys.modules:  # tracking is off: nothing to record
+            return
+        from musicsae_kedro.pipelines.stale_runs import record_and_sweep
+
+        record_and_sweep()
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:

@@ -120,17 +120,33 @@ def test_table_ranks_layers_and_suggests_sites(family, musicgen, yue):
         assert sorted(group["rank"]) == list(range(1, len(layers) + 1))
         best = group.sort_values("ce_increase", ascending=False)["layer"].iloc[0]
         assert int(group.loc[group["rank"] == 1, "layer"].iloc[0]) == best
+    assert (table["ce_increase_low"] <= table["ce_increase"] + 1e-12).all()
+    assert (table["ce_increase"] <= table["ce_increase_high"] + 1e-12).all()
     mean_rows = table[table["mode"] == "mean"].sort_values("ce_increase", ascending=False)
-    assert suggested_layers(table, 2) == mean_rows["layer"].head(2).tolist()
+    top = mean_rows.head(2)
+    separated = top["ce_increase_low"].min() > mean_rows.iloc[2:]["ce_increase_high"].max()
+    expected = top["layer"].tolist() if separated else []
+    assert suggested_layers(table, 2) == expected
+    assert set(top["separation"]) == {"suggested" if separated else "not separable"}
     markdown = layer_ablation_markdown(table, family, "debug", suggested_layers(table, 2))
-    assert f"{family}.l{suggested_layers(table, 2)[0]}" in markdown and "| layer |" in markdown
+    assert "| layer |" in markdown and "ce_increase_low" in markdown
+    assert (f"{family}.l{expected[0]}" if expected else "not separable") in markdown
     figure = layer_ablation_figure(table, family)
     assert len(figure.axes[0].patches) == 2 * len(layers)
 
 
 def test_suggestions_fall_back_to_skip_and_config_checks_modes():
-    table = pd.DataFrame({"layer": [0, 1, 2], "mode": ["skip"] * 3, "ce_increase": [0.1, 0.5, 0.3]})
+    table = pd.DataFrame(
+        {
+            "layer": [0, 1, 2],
+            "mode": ["skip"] * 3,
+            "ce_increase": [0.1, 0.5, 0.3],
+            "ce_increase_low": [0.05, 0.45, 0.25],
+            "ce_increase_high": [0.15, 0.55, 0.35],
+        }
+    )
     assert suggested_layers(table, 2) == [1, 2]
+    assert suggested_layers(table.assign(ce_increase_high=[0.3, 0.55, 0.35]), 2) == []
     with pytest.raises(MusicSAEError, match="modes"):
         LayerAblationConfig(modes=("skip", "zero"))
 
@@ -166,3 +182,56 @@ def test_generation_scores_add_clap_columns(musicgen):
     assert scored["clap_clean"].nunique() == 1 and -1 <= scored["clap_clean"].iloc[0] <= 1
     assert np.isnan(scored["clap_ablated"].iloc[0]) and np.isfinite(scored["clap_ablated"].iloc[1])
     np.testing.assert_allclose(scored["clap_drop"], scored["clap_clean"] - scored["clap_ablated"])
+
+
+class _PlantedLM:
+    """A fake teacher-forced LM: skipping layer ``l`` adds ``effect[l]`` nats per token
+    to every clip, plus clip-specific noise of scale ``noise`` (seeded by clip and layer)."""
+
+    def __init__(self, effects: list[float], noise: float) -> None:
+        self.effects, self.noise = effects, noise
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.effects)
+
+    def codebook_nll(self, codes_BKT, texts, edits=None):
+        clip_B = codes_BKT[:, 0, 0].astype(int)
+        tokens_B = torch.full((len(texts),), 100.0)
+        nll_B = 3.0 * tokens_B
+        for layer in edits or {}:
+            noise_B = np.array([np.random.default_rng([int(c), layer]).normal() for c in clip_B])
+            nll_B = nll_B + tokens_B * (self.effects[layer] + self.noise * torch.tensor(noise_B))
+        return nll_B, tokens_B
+
+
+def _planted_batches(n_clips: int = 24, batch: int = 8):
+    ids = np.arange(n_clips)
+    return [
+        (ids[i : i + batch, None, None].repeat(2, 1).repeat(3, 2), ["x"] * len(ids[i : i + batch]))
+        for i in range(0, n_clips, batch)
+    ]
+
+
+def test_planted_layers_are_suggested_only_when_their_intervals_separate():
+    """A planted gap: layers 0 and 3 far above 1 and 2 -> suggested; the same ranks with
+    differences far below the clip noise -> "not separable", nothing suggested."""
+    separable = ablate_layers(
+        _PlantedLM([0.30, 0.05, 0.04, 0.25], noise=0.05), range(4), ("skip",), _planted_batches()
+    )
+    for row in separable.itertuples():
+        assert row.ce_increase_low < row.ce_increase < row.ce_increase_high
+    assert sorted(suggested_layers(separable, 2)) == [0, 3]
+    assert set(separable.loc[separable["layer"].isin([0, 3]), "separation"]) == {"suggested"}
+    assert set(separable.loc[separable["layer"].isin([1, 2]), "separation"]) == {""}
+    close = ablate_layers(
+        _PlantedLM([0.052, 0.050, 0.048, 0.051], noise=0.05),
+        range(4),
+        ("skip",),
+        _planted_batches(),
+    )
+    top = close.sort_values("ce_increase", ascending=False).head(2)
+    assert set(top["separation"]) == {"not separable"}
+    assert suggested_layers(close, 2) == []
+    markdown = layer_ablation_markdown(close, "planted", "fake", suggested_layers(close, 2))
+    assert "not separable" in markdown and "```yaml" not in markdown

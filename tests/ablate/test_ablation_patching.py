@@ -16,8 +16,12 @@ from musicsae_kedro.ablation.patching import (
     patch_run,
     transplant,
 )
-from musicsae_kedro.ablation.pitch import PITCH_SHIFT_ESTIMATORS, shift_pitch
-from musicsae_kedro.ablation.pitch_patching import direction_summary, pitch_patching
+from musicsae_kedro.ablation.pitch import PITCH_SHIFT_ESTIMATORS, median_f0_hz, shift_pitch
+from musicsae_kedro.ablation.pitch_patching import (
+    direction_summary,
+    permutation_p_value,
+    pitch_patching,
+)
 from musicsae_kedro.ablation.reports import pitch_patching_markdown
 from musicsae_kedro.models import ModelConfig, load_adapter
 
@@ -118,7 +122,7 @@ def test_channel_mask_patches_only_its_channels(rave):
 # --------------------------------------------------------------------------- pitch
 
 
-@pytest.mark.parametrize("name", ["centroid", "alignment", "autocorrelation"])
+@pytest.mark.parametrize("name", ["centroid", "alignment", "autocorrelation", "pyin"])
 def test_estimators_measure_a_known_shift(name):
     estimate = PITCH_SHIFT_ESTIMATORS.get(name)
     reference = np.stack([_tone(220.0), _tone(330.0)])
@@ -132,9 +136,70 @@ def test_vocoder_shift_keeps_length_and_moves_the_pitch():
     up = shift_pitch(tone, 3.0, RATE, "vocoder")
     tape = shift_pitch(tone, 3.0, RATE, "tape")
     assert up.shape == tone.shape and len(tape) < len(tone)
-    for name in ("alignment", "autocorrelation"):
+    for name in ("alignment", "autocorrelation", "pyin"):
         shift = PITCH_SHIFT_ESTIMATORS.get(name)(tone[None], up[None], RATE)[0]
         assert shift == pytest.approx(3.0, abs=0.3), name
+
+
+def test_pyin_reads_the_f0_shift_of_a_tone_pitch_shifted_by_three_semitones():
+    """pYIN (a real f0 estimator) on a 4-s harmonic tone and its +3-semitone phase-vocoder
+    shift reads +3; the spectral centroid of a tone with a fixed number of partials moves
+    too, but pYIN measures the median f0 itself (220 Hz -> 261.6 Hz)."""
+    tone = _tone(220.0, seconds=4.0)
+    up = shift_pitch(tone, 3.0, RATE, "vocoder")
+    f0_N = median_f0_hz(np.stack([tone, up]), RATE)
+    assert f0_N[0] == pytest.approx(220.0, rel=0.01)
+    assert f0_N[1] == pytest.approx(220.0 * 2 ** (3 / 12), rel=0.01)
+    assert PITCH_SHIFT_ESTIMATORS.get("pyin")(tone[None], up[None], RATE)[0] == pytest.approx(
+        3.0, abs=0.15
+    )
+    # Silence has no voiced frame: NaN, never a number.
+    assert np.isnan(median_f0_hz(np.zeros((1, RATE)), RATE)[0])
+
+
+def test_permutation_p_value_counts_the_null_and_has_a_floor():
+    null_K = np.arange(20, dtype=float)  # 0..19
+    assert permutation_p_value(100.0, null_K) == pytest.approx(1 / 21)
+    assert permutation_p_value(9.5, null_K) == pytest.approx((1 + 10) / 21)
+    assert permutation_p_value(-1.0, null_K) == pytest.approx(1.0)
+    assert np.isnan(permutation_p_value(float("nan"), null_K))
+
+
+def test_pitch_patching_runs_twenty_shuffles_with_p_values_and_intervals(rave):
+    audio_NS = np.stack([_tone(220.0, 0.5), _tone(392.0, 0.5), _tone(147.0, 0.5)])
+    site = "decoder.net.8.residual"
+    cfg = PitchPatchingConfig(
+        shifts=(3.0, -3.0),
+        sites=[site],
+        estimators=("centroid",),
+        permutations=20,
+        max_clips=3,
+        batch_size=3,
+    )
+    table = pitch_patching(rave, audio_NS, RATE, cfg, "rave")
+    shifted = table[table["patch"] == "shifted"]
+    assert set(shifted["site"]) == {site} and (shifted["permutations"] == 20).all()
+    for row in shifted.itertuples():
+        null_K = np.asarray(row.null_shifts)
+        assert null_K.size == 20 and np.isfinite(null_K).all()
+        sign = np.sign(row.shift)
+        expected = (1 + np.sum(sign * null_K >= sign * row.patched_shift)) / 21
+        assert row.p_permutation == pytest.approx(expected)
+        assert 1 / 21 <= row.p_permutation <= 1
+        assert len(row.clip_shifts) == 3
+        assert row.fraction_low <= row.fraction <= row.fraction_high
+        assert row.patched_shift_low <= row.patched_shift <= row.patched_shift_high
+    permuted = table[table["patch"] == "permuted"]
+    for (_, p_row), (_, s_row) in zip(permuted.iterrows(), shifted.iterrows(), strict=True):
+        # the control row is the mean over the 20 shuffles
+        assert p_row["patched_shift"] == pytest.approx(np.mean(s_row["null_shifts"]))
+    summary = direction_summary(table)
+    row = summary[summary["site"] == site].iloc[0]
+    assert 1 / 21 <= row["p_direction"] <= 1
+    assert row["direction_fraction_shifted_low"] <= row["direction_fraction_shifted"]
+    assert row["direction_fraction_shifted"] <= row["direction_fraction_shifted_high"]
+    markdown = pitch_patching_markdown(table, "rave", "debug")
+    assert "p_direction" in markdown and "20 shuffles" in markdown
 
 
 def test_pitch_patching_is_measured_per_block_with_nulls(rave):
@@ -143,15 +208,17 @@ def test_pitch_patching_is_measured_per_block_with_nulls(rave):
         shifts=(3.0, -3.0),
         site_kinds=("residual", "block"),
         channel_groups=2,
-        estimator="centroid",
+        estimators=("centroid", "pyin"),
+        permutations=1,
         max_clips=3,
         batch_size=2,
     )
     table = pitch_patching(rave, audio_NS, RATE, cfg, "rave")
     residual = [s for s in rave.sites if s.kind == "residual"]
     blocks = [s for s in rave.sites if s.kind == "block"]
+    assert list(dict.fromkeys(table["estimator"])) == ["centroid", "pyin"]
     for shift in cfg.shifts:
-        rows = table[table["shift"] == shift]
+        rows = table[(table["shift"] == shift) & (table["estimator"] == "centroid")]
         null = rows[rows["patch"] == "unshifted"]
         assert len(null) == 1 and float(null["patched_shift"].iloc[0]) == 0.0
         shifted = rows[rows["patch"] == "shifted"]
@@ -166,11 +233,17 @@ def test_pitch_patching_is_measured_per_block_with_nulls(rave):
         assert np.isfinite(shifted["fraction"]).all()
     # The whole last block before the output conv, both channel groups at once, is the
     # shifted run itself; a single-group patch of the single-channel output block too.
-    last = table[(table["site"] == "decoder.net.22") & (table["patch"] == "shifted")]
+    last = table[
+        (table["site"] == "decoder.net.22")
+        & (table["patch"] == "shifted")
+        & (table["estimator"] == "centroid")
+    ]
     np.testing.assert_allclose(last["fraction"], 1.0, atol=1e-6)
     summary = direction_summary(table)
     assert set(summary["site"]) >= {s.name for s in residual}
     markdown = pitch_patching_markdown(table, "rave", "debug")
     assert "Direction-following part" in markdown and "decoder.net.8.residual" in markdown
     figure = pitch_patching_figure(table, "rave")
-    assert len(figure.axes[0].patches) == 2 * len(table[table["patch"] == "shifted"]) // 2
+    centroid = table[table["estimator"] == "centroid"]
+    assert len(figure.axes[0].patches) == len(centroid[centroid["patch"] == "shifted"])
+    assert "## `pyin`" in markdown

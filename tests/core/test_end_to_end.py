@@ -43,6 +43,9 @@ def test_kedro_run_produces_every_output(demo: Path):
             (demo / f"data/08_reporting/{site}/concept_recovery.json").read_text()
         )
         assert 0.0 <= recovery["concept_recovery"] <= 1.0
+        ladder = json.loads((demo / f"data/08_reporting/{site}/ladder_headlines.json").read_text())
+        assert ladder["site"] == site and "settings" in ladder
+        assert (demo / f"data/08_reporting/{site}/ladder.parquet").is_file()
     summary = pd.read_parquet(demo / "data/08_reporting/sae_summary.parquet")
     assert list(summary["site"]) == ["musicgen.l1", "musicgen.l2", "rave.l16"]
     # CE recovered for the language model's sites; RAVE is no language model

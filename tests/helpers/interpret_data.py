@@ -26,6 +26,7 @@ from musicsae_kedro.interpret.stats_store import (
 )
 from musicsae_kedro.interpret.units import UnitTable
 from musicsae_kedro.preprocessing.clip_store import ClipSettings, ClipStore, TrackClips, new_record
+from musicsae_kedro.preprocessing.codes_store import CodecInfo, CodesStore, TrackCodes
 from musicsae_kedro.preprocessing.manifest import ConditioningConfig, SplitConfig, build_manifest
 from musicsae_kedro.sae import SparseAutoencoder, save_sae
 from musicsae_kedro.splits import SPLITS
@@ -206,3 +207,15 @@ def saved_clap(folder: Path) -> str:
     for part in (parts.model, parts.tokenizer, parts.feature_extractor):
         part.save_pretrained(folder)
     return str(folder)
+
+
+def write_codes(path: Path, tracks: pd.DataFrame, seed: int = 0) -> CodesStore:
+    """Random codec tokens per track (``debug`` MusicGen's 4 codebooks of 2048 codes),
+    independent of every label: the ladder's ``input`` rung has nothing to find."""
+    rng = np.random.default_rng(seed)
+    store = CodesStore(path)
+    info = CodecInfo("debug", SAMPLE_RATE, 4, FRAMES_PER_CLIP)
+    for key, n_clips in zip(tracks["key"], tracks["n_clips"]):
+        codes_NKT = rng.integers(0, 2048, size=(int(n_clips), 4, FRAMES_PER_CLIP))
+        store.commit(TrackCodes(str(key), codes_NKT.astype(np.int32), info))
+    return store

@@ -29,6 +29,9 @@ SMALL = {
         "preprocess": {"clips": {"clip_seconds": 2.0}, "progress": False}
     },
     "parameters_extract.yml": {"extract": {"progress": False}},
+    "parameters_interpret.yml": {
+        "interpret": {"ladder": {"n_resamples": 100, "n_repeats": 1, "n_folds": 3}}
+    },
     "parameters_train.yml": {
         "train": {
             "train": {

@@ -12,7 +12,7 @@ from kedro.runner import SequentialRunner
 
 from musicsae_kedro.pipelines.interpret import create_pipeline
 from musicsae_kedro.sites import resolve_sites
-from tests.helpers.interpret_data import SITE, interpret_params, make_world
+from tests.helpers.interpret_data import SITE, interpret_params, make_world, write_codes
 from tests.helpers.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -47,6 +47,7 @@ def test_notebook_runs_against_a_project(tmp_path, monkeypatch, capsys, small_pr
     (data / "08_reporting" / SITE).mkdir(parents=True)
     (data / "08_reporting" / SITE / "sae_metrics.json").write_text(json.dumps({"l0": 4.0}))
     shutil.copytree(world.clips.path, data / "02_intermediate" / "clips")
+    write_codes(data / "03_primary" / "codes" / "musicgen", world.tracks)
     monkeypatch.chdir(project)
 
     config = yaml.safe_load((project / "conf/base/catalog.yml").read_text())
@@ -54,7 +55,9 @@ def test_notebook_runs_against_a_project(tmp_path, monkeypatch, capsys, small_pr
         {k: v for k, v in config.items() if "{" in k or k in ("clips", "llm_endpoint", "llm_cache")}
     )
     catalog["tracks"] = MemoryDataset(world.tracks)
-    catalog["params:interpret"] = MemoryDataset(interpret_params())
+    ladder = {"n_resamples": 50, "n_repeats": 1, "n_folds": 3, "random_twin": False}
+    catalog["params:interpret"] = MemoryDataset(interpret_params(ladder=ladder))
+    catalog["params:models.musicgen"] = MemoryDataset({"family": "musicgen", "spec": "debug"})
     models = resolve_sites(
         {"musicgen": {"family": "musicgen", "spec": "debug"}},
         [{"model": "musicgen", "layers": [1]}],
@@ -72,3 +75,5 @@ def test_notebook_runs_against_a_project(tmp_path, monkeypatch, capsys, small_pr
     assert namespace["labels"]["feature"].nunique() >= 1
     assert namespace["page"] == data / "08_reporting" / SITE / "report.html"
     assert "concept recovery" in capsys.readouterr().out
+    # The ladder went through its catalog factory into the site's reporting folder.
+    assert (data / "08_reporting" / SITE / "ladder_headlines.json").is_file()

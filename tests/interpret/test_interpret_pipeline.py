@@ -25,13 +25,22 @@ from tests.helpers.interpret_data import (
     interpret_params,
     make_world,
     saved_clap,
+    write_codes,
 )
 from tests.helpers.llm_test_server import ChatServer
 from tests.helpers.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
 SENTINEL = "sk-SENTINEL-pipeline-4d1e"
-OUTPUTS = ("feature_stats", "tag_labels", "llm_labels", "feature_labels", "concept_recovery")
+OUTPUTS = (
+    "feature_stats",
+    "tag_labels",
+    "llm_labels",
+    "feature_labels",
+    "concept_recovery",
+    "concept_ladder",
+)
+LADDER = {"n_resamples": 50, "n_repeats": 1, "n_folds": 3}
 
 
 def _catalog(tmp_path: Path, world, server: ChatServer, params: dict) -> DataCatalog:
@@ -52,7 +61,9 @@ def _catalog(tmp_path: Path, world, server: ChatServer, params: dict) -> DataCat
     catalog[f"{SITE}.sae"] = SAEDataset(filepath=str(world.sae_path))
     catalog["clips"] = ClipStoreDataset(path=str(world.clips.path))
     catalog["tracks"] = MemoryDataset(world.tracks)
-    catalog["params:interpret"] = MemoryDataset(params)
+    catalog["musicgen.codes"] = MemoryDataset(write_codes(tmp_path / "codes", world.tracks))
+    catalog["params:models.musicgen"] = MemoryDataset({"family": "musicgen", "spec": "debug"})
+    catalog["params:interpret"] = MemoryDataset({"ladder": LADDER, **params})
     return catalog
 
 
@@ -70,6 +81,8 @@ def tracking(tmp_path):
     mlflow.set_experiment("interpret-test")
     with mlflow.start_run(run_name=SITE) as sae_run:  # stands in for the train pipeline's run
         mlflow.log_metric("eval/explained_variance", 0.9)
+        # stands in for the SAE's logged model (pipelines/model_registry.py)
+        mlflow.initialize_logged_model(name="sae", source_run_id=sae_run.info.run_id)
     yield sae_run.info.run_id
     mlflow.set_tracking_uri("")
 
@@ -77,9 +90,12 @@ def tracking(tmp_path):
 def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking, caplog):
     caplog.set_level(logging.DEBUG)
     world = make_world(tmp_path / "world", n_tracks=24)
+    # Detectors add candidates and 6 held-out tracks confirm no label (all weak): show
+    # every card so the piano feature's is on the page.
     params = interpret_params(
         llm={"enabled": True, "model": "test-model", "clips_per_feature": 2},
         clap={"spec": saved_clap(tmp_path / "clap")},  # a trained CLAP's stand-in: measured
+        report={"max_features": 16},
     )
     pipe = _pipeline()
     assert {n.name for n in pipe.nodes} == {
@@ -90,6 +106,7 @@ def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking
             "label_by_llm",
             "score_labels",
             "concept_recovery",
+            "concept_ladder",
             "feature_report",
         )
     }
@@ -112,6 +129,7 @@ def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking
     tags = pd.read_parquet(data / f"07_model_output/{SITE}/tag_labels.parquet")
     piano = tags.set_index("feature").loc[PIANO_FEATURE]
     assert piano["label"] == "instrument: piano" and piano["support"] == 1.0
+    assert piano["status"] == "weak" and piano["candidate"]  # 6 held-out tracks: unconfirmed
     llm = pd.read_parquet(data / f"07_model_output/{SITE}/llm_labels.parquet")
     assert set(llm["status"]) == {"ok"} and set(llm["source"]) == {"llm:test-model"}
     assert set(llm["feature"]) == set(tags["feature"])
@@ -124,16 +142,30 @@ def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking
     assert piano_concept["feature"] == PIANO_FEATURE and piano_concept["recovered"]
     page = data / f"08_reporting/{SITE}/report.html"
     assert f'id="feature-{PIANO_FEATURE}"' in page.read_text()
+    assert 'id="ladder"' in page.read_text()
+    ladder = pd.read_parquet(data / f"08_reporting/{SITE}/ladder.parquet")
+    piano_single = ladder.set_index(["concept", "rung"]).loc[("instrument:piano", "single_feature")]
+    assert piano_single["feature"] == PIANO_FEATURE
+    assert (data / f"08_reporting/{SITE}/ladder.png").stat().st_size > 0
+    assert (data / f"08_reporting/{SITE}/ladder.md").read_text().startswith("# Concept ladder")
+    headlines = json.loads((data / f"08_reporting/{SITE}/ladder_headlines.json").read_text())
     assert any((page.parent / "report_files").iterdir())
 
     # MLflow: interpretation numbers sit in the SAE's own run, next to its eval metrics.
     run = mlflow.get_run(tracking)
     assert run.data.metrics["interpret/concept_recovery"] == recovery["concept_recovery"]
     assert run.data.metrics["eval/explained_variance"] == 0.9
+    # ... and on the SAE's logged model: the concept headline in the model view
+    [model] = mlflow.search_logged_models(output_format="list")
+    on_model = {m.key: m.value for m in model.metrics}
+    assert on_model["interpret/concept_recovery"] == recovery["concept_recovery"]
     assert run.data.metrics["interpret/labelled_features"] == labels["feature"].nunique()
     assert run.data.tags["interpret.fixed_caption"] == "true"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(tracking)}
     assert "concept_recovery.json" in artifacts
+    assert {"ladder_headlines.json", "ladder_table.json"} <= artifacts
+    assert run.data.metrics["ladder/concepts_present"] == len(headlines["concepts_present"])
+    assert run.data.tags["ladder.pooling"] == "mean"
 
     # The API key is nowhere: logs, outputs, the LLM cache, the tracking store.
     assert SENTINEL not in caplog.text
@@ -155,7 +187,7 @@ def test_llm_off_gives_an_empty_llm_table_and_no_request(tmp_path):
 
 def test_a_site_without_candidates_still_gets_every_output(tmp_path):
     world = make_world(tmp_path / "world", n_tracks=12)
-    params = interpret_params(candidates={"min_rate": 0.99, "max_rate": 1.0})
+    params = interpret_params(candidates={"min_rate": 0.99, "max_rate": 1.0, "detectors": False})
     with ChatServer() as server:
         catalog = _catalog(tmp_path, world, server, params)
         catalog[f"{SITE}.sae_metrics"] = MemoryDataset({})

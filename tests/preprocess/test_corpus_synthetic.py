@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from musicsae_kedro.audio import synth
 from musicsae_kedro.corpora import get_corpus_plugin, list_corpus_plugins
@@ -172,3 +176,75 @@ def test_read_audio_refuses_foreign_tracks() -> None:
     unknown = next(SyntheticCorpus(n_tracks=5, track_seconds=0.5, seed=0).tracks())
     with pytest.raises(MusicSAEError, match="no such track"):
         corpus.read_audio(type(unknown)(track_id="synth-0004"))
+
+
+# --------------------------------------------------------------------------- held out for real
+
+_ROOT = Path(__file__).resolve().parents[2]
+_EMBEDDED = _ROOT / "src" / "musicsae_kedro" / "embedded"
+
+
+def _catalog_corpus_options(env: str) -> dict:
+    """The ``corpus`` options of an env's catalog, ``${globals:...}`` filled in."""
+    globals_ = yaml.safe_load((_ROOT / "conf" / "base" / "globals.yml").read_text())
+    options = yaml.safe_load((_ROOT / "conf" / env / "catalog.yml").read_text())["corpus"]
+    return {
+        key: globals_[value[10:-1]] if str(value).startswith("${globals:") else value
+        for key, value in options["options"].items()
+    }
+
+
+def _pretraining_corpora() -> list[dict]:
+    """The corpus every embedded model was trained on, as its card records it."""
+    cards = [json.loads(p.read_text()) for p in sorted(_EMBEDDED.glob("*/card.json"))]
+    assert len(cards) >= 2
+    return [
+        {k: v for k, v in card["corpus"].items() if k not in ("heldout_fraction",)}
+        for card in cards
+    ]
+
+
+def _spec_without_seed(spec: synth.SynthSpec) -> tuple:
+    fields = dataclasses.asdict(spec)
+    fields.pop("seed")
+    return tuple(sorted(fields.items()))
+
+
+def test_namespace_zero_keeps_the_pretraining_corpus_unchanged() -> None:
+    """The namespace default must not move a single track of the pretraining corpus."""
+    plain = SyntheticCorpus(n_tracks=40, track_seconds=1.0, seed=0)
+    zero = SyntheticCorpus(n_tracks=40, track_seconds=1.0, seed=0, seed_namespace=0)
+    assert [plain.spec(t.track_id) for t in plain.tracks()] == [
+        zero.spec(t.track_id) for t in zero.tracks()
+    ]
+    # The pinned first track of namespace 0 (seed 0): what the embedded models saw.
+    first = plain.spec("synth-0000")
+    assert first.seed == int(np.random.SeedSequence([0, 2, 0]).generate_state(1)[0])
+
+
+@pytest.mark.parametrize("env", ["base", "evaluate"])
+def test_demo_and_evaluation_tracks_are_disjoint_from_the_pretraining_corpus(env: str) -> None:
+    """Render both corpora's specs: no shared note seed, no identical spec (seed aside)."""
+    options = _catalog_corpus_options(env)
+    assert options.get("seed_namespace", 0) != 0
+    held = SyntheticCorpus(**options)
+    held_specs = [held.spec(t.track_id) for t in held.tracks()]
+    for corpus_options in _pretraining_corpora():
+        pretrain = SyntheticCorpus(**corpus_options)
+        pre_specs = [pretrain.spec(t.track_id) for t in pretrain.tracks()]
+        assert len(pre_specs) == corpus_options["n_tracks"]
+        assert not {s.seed for s in pre_specs} & {s.seed for s in held_specs}
+        assert not {_spec_without_seed(s) for s in pre_specs} & {
+            _spec_without_seed(s) for s in held_specs
+        }
+    if env == "evaluate":
+        assert len(held_specs) * 0.25 >= 500  # held-out tracks at preprocess's 25 %
+
+
+def test_without_a_namespace_the_demo_would_share_seeds() -> None:
+    """The check above has teeth: namespace 0 repeats the pretraining track seeds."""
+    pretrain = SyntheticCorpus(**_pretraining_corpora()[0])
+    options = {**_catalog_corpus_options("base"), "seed_namespace": 0}
+    demo = SyntheticCorpus(**options)
+    pre_seeds = {pretrain.spec(t.track_id).seed for t in pretrain.tracks()}
+    assert {demo.spec(t.track_id).seed for t in demo.tracks()} <= pre_seeds

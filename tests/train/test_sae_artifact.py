@@ -84,7 +84,8 @@ def test_round_trip_is_bitwise(tmp_path, architecture, threshold, rule) -> None:
     assert meta["architecture"] == architecture
     assert (meta["d_in"], meta["dict_size"], meta["k"]) == ("16", "64", "4")
     assert float(meta["scale"]) == SCALE and meta["site"] == SITE
-    assert meta["encode_rule"] == rule and meta["format_version"] == "1"
+    assert meta["encode_rule"] == rule and meta["format_version"] == "2"
+    assert meta["checksum"].startswith("sha256:")
     assert json.loads(meta["sae_config"])["architecture"] == architecture
     assert "musicsae_kedro" in meta["code_version"]
     assert json.loads(meta["trainer_config"]) == {}

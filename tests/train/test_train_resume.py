@@ -85,6 +85,17 @@ def _site_runs(project: Path) -> list[tuple[str, str]]:
         return db.execute("select run_uuid, status from runs where name = ?", (SITE,)).fetchall()
 
 
+def _parent_runs(project: Path) -> list[tuple[str, str, str | None]]:
+    """(run id, status, killed reason) of the Kedro runs (no parent), oldest first."""
+    with sqlite3.connect(project / "mlflow.db") as db:
+        return db.execute(
+            "select r.run_uuid, r.status, t.value from runs r left join tags t on "
+            "t.run_uuid = r.run_uuid and t.key = 'musicsae.killed_reason' where not exists "
+            "(select 1 from tags p where p.run_uuid = r.run_uuid and p.key = "
+            "'mlflow.parentRunId') order by r.start_time"
+        ).fetchall()
+
+
 def _history(project: Path, run_id: str) -> set[tuple[str, int, float]]:
     with sqlite3.connect(project / "mlflow.db") as db:
         rows = db.execute(
@@ -124,9 +135,16 @@ def test_training_killed_at_several_points_resumes_to_the_uninterrupted_result(
         else:
             assert isinstance(checkpoint, TrainingState) and checkpoint.step == step
             assert status == "RUNNING"  # SIGKILL: nobody ended it
+    # Each run marked the parent run the previous kill left RUNNING; the last killed one
+    # is still RUNNING (nobody has started since).
+    assert [status for _, status, _ in _parent_runs(project)] == ["KILLED", "KILLED", "RUNNING"]
     resumed = kedro(project, "run", "--pipeline=train")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "reusing its SAE" in resumed.stderr
+    parents = _parent_runs(project)
+    assert [status for _, status, _ in parents] == ["KILLED"] * 3 + ["FINISHED"]
+    for _, _, reason in parents[:3]:
+        assert "no longer exists (killed or crashed)" in reason
 
     reference_project = reference()
     want_weights, want_rule, want_metrics = _outputs(reference_project)

@@ -5,7 +5,8 @@
 - ``patching``: a generic activation-patching API (record a run on A, patch chosen sites
   into a run on B) with MusicGen and RAVE patchers;
 - ``pitch_patching``: how much of a pitch shift each RAVE decoder site carries;
-- ``pitch``: pitch-shift estimators on decoded audio and a length-keeping pitch shift.
+- ``pitch``: pitch-shift estimators on decoded audio (spectral centroid, pYIN f0, ...)
+  and a length-keeping pitch shift.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class StudyReport:
     settings reuses the stored report instead of recomputing it."""
 
 
-STUDY_VERSION = 1
+STUDY_VERSION = 2
 """Bumped when a study computes or reports differently: stored reports are then redone."""
 
 

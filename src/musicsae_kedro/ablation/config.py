@@ -33,7 +33,10 @@ class LayerAblationConfig(ParamsModel):
     batch_size: PositiveInt = 8
     """Clips per forward pass."""
     suggest: int = 2
-    """How many of the most damaging layers to suggest as sites."""
+    """How many of the most damaging layers to suggest as sites (only when their CE
+    increase intervals lie above every other layer's)."""
+    seed: int = 0
+    """Seed of the bootstrap over held-out clips (95 % intervals of each CE increase)."""
 
 
 class PitchPatchingConfig(ParamsModel):
@@ -52,18 +55,29 @@ class PitchPatchingConfig(ParamsModel):
     channel_groups: PositiveInt = 1
     """Split each site's channels into this many contiguous groups, patched one at a
     time (1: the whole site)."""
-    estimator: str = "centroid"
-    """Pitch-shift estimator on decoded audio: ``centroid`` (spectral centroid, the
-    envelope), ``alignment`` (log-frequency spectra aligned), ``autocorrelation`` (f0)."""
+    sites: list[str] | Literal["all"] = "all"
+    """Site names to patch (e.g. ``decoder.net.18.residual``) among ``site_kinds``, or
+    ``all``. Every site costs ``(1 + permutations)`` decoder runs per shift."""
+    estimators: TupleOf[str] = Field(("centroid", "pyin"), min_length=1)
+    """Pitch-shift estimators on decoded audio, each its own rows: ``centroid`` (spectral
+    centroid, the envelope), ``pyin`` (median pYIN f0, a real pitch), ``alignment``
+    (log-frequency spectra aligned), ``autocorrelation`` (frame-wise f0). The first one
+    is drawn in the figure."""
     controls: TupleOf[Control] = ("permuted",)
     """Null baselines per site: ``permuted`` adds the shifted-minus-clean difference with
     its channels shuffled (same size, no pitch meaning)."""
+    permutations: int = Field(20, ge=1)
+    """Channel shuffles per site (the same shuffles at every shift): the null of the
+    permutation p-value, whose floor is ``1 / (permutations + 1)`` (20: 0.048)."""
     max_clips: PositiveInt = 8
     """Held-out clips patched."""
+    max_seconds: float | None = Field(None, gt=0)
+    """Crop every clip to its first this many seconds (cost: every site runs the decoder
+    ``(1 + permutations)`` times per shift); null keeps whole clips."""
     batch_size: PositiveInt = 8
     """Clips per decoder run."""
     seed: int = 0
-    """Seed of the control's channel permutation."""
+    """Seed of the control's channel permutations and of the bootstrap over clips."""
 
     @field_validator("shifts")
     @classmethod

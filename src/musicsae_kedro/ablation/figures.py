@@ -46,7 +46,9 @@ def layer_ablation_figure(table: pd.DataFrame, title: str) -> Figure:
 def pitch_patching_figure(table: pd.DataFrame, title: str) -> Figure:
     """Top: fraction of the output's pitch shift a patch carries, per patched site (in
     execution order) and shift, controls as diamonds. Bottom (when shifts were measured
-    both ways): the direction-following part, patched vs the permuted control."""
+    both ways): the direction-following part, patched vs the permuted control. The
+    table's first estimator only (the markdown has them all)."""
+    table = table[table["estimator"] == table["estimator"].iloc[0]]
     patched = table[table["patch"] == "shifted"]
     keys = list(dict.fromkeys(zip(patched["site_index"], patched["group"], strict=True)))
     grouped = table["group"].max() > 0

@@ -15,6 +15,14 @@ mean (total NLL over total counted labels; the adapter masks delay padding, YuE'
 prompt and special tokens), and its increase over the intact model. YuE edits act on
 each clip's audio-segment window (``YueAdapter.codebook_nll``), so for YuE a layer is
 ablated at the audio positions while the text prompt keeps it.
+
+Every CE increase has a 95 % bootstrap interval over held-out clips, paired (clean and
+ablated NLL of the same clip resampled together): the interval of the corpus-mean
+increase, ``sum(NLL_ablated - NLL_clean) / sum(tokens)`` over resampled clips
+(``evidence.intervals.bootstrap_ratio``; with clips of equal length it is the bootstrap
+mean of the per-clip differences). Sites are suggested only when the intervals of the
+suggested layers lie above every other layer's (``separation``); otherwise the table
+says ``not separable`` and nothing is suggested.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import pandas as pd
 import torch
 
 from musicsae_kedro.ablation.config import AblationMode
+from musicsae_kedro.evidence.intervals import DEFAULT_RESAMPLES, bootstrap_ratio
 
 # The edits live with the adapters (``sae/`` measures the layer contribution an SAE keeps
 # with them too); re-exported here for the ablation study.
@@ -49,11 +58,16 @@ TABLE_COLUMNS = [
     "ce_clean",
     "ce_ablated",
     "ce_increase",
+    "ce_increase_low",
+    "ce_increase_high",
     "relative_increase",
     "rank",
+    "separation",
     "clips",
     "tokens",
 ]
+SUGGESTED = "suggested"
+NOT_SEPARABLE = "not separable"
 
 
 @runtime_checkable
@@ -80,64 +94,106 @@ def ablate_layers(
     means: dict[int, torch.Tensor] | None = None,
     model_key: str = "",
     progress: Callable[[int], None] | None = None,
+    suggest: int = 2,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Corpus-mean held-out CE of the intact model and with each layer ablated in each
-    mode; one row per (layer, mode), ``rank`` 1 = the largest increase within a mode."""
-    nll = {(layer, mode): 0.0 for layer in layers for mode in modes}
-    clean = 0.0
-    tokens = 0
-    clips = 0
+    mode; one row per (layer, mode), ``rank`` 1 = the largest increase within a mode,
+    ``ce_increase_low/high`` its 95 % paired bootstrap interval over clips and
+    ``separation`` whether the ``suggest`` top layers separate (``mark_separation``)."""
+    clean_N: list[np.ndarray] = []
+    tokens_N: list[np.ndarray] = []
+    ablated_N: dict[tuple[int, str], list[np.ndarray]] = {
+        (layer, mode): [] for layer in layers for mode in modes
+    }
     for codes_BKT, texts in heldout:
         nll_B, tokens_B = model.codebook_nll(codes_BKT, texts)
-        clean += float(nll_B.double().sum())
-        tokens += int(tokens_B.sum())
-        clips += len(texts)
+        clean_N.append(nll_B.double().cpu().numpy())
+        tokens_N.append(tokens_B.double().cpu().numpy())
         for layer in layers:
             for mode in modes:
                 edit = ABLATIONS.get(mode)((means or {}).get(layer))
                 ablated_B, _ = model.codebook_nll(codes_BKT, texts, {layer: edit})
-                nll[(layer, mode)] += float(ablated_B.double().sum())
+                ablated_N[(layer, mode)].append(ablated_B.double().cpu().numpy())
         if progress is not None:
             progress(len(texts))
+    clean = np.concatenate(clean_N) if clean_N else np.zeros(0)
+    counts = np.concatenate(tokens_N) if tokens_N else np.zeros(0)
+    tokens = int(counts.sum())
     if tokens == 0:
         raise ValueError("no held-out clips to measure the CE on")
-    ce_clean = clean / tokens
-    rows = [
-        {
-            "model": model_key,
-            "layer": int(layer),
-            "mode": mode,
-            "ce_clean": ce_clean,
-            "ce_ablated": nll[(layer, mode)] / tokens,
-            "clips": clips,
-            "tokens": tokens,
-        }
-        for layer in layers
-        for mode in modes
-    ]
+    ce_clean = float(clean.sum()) / tokens
+    rows = []
+    for layer in layers:
+        for mode in modes:
+            ablated = np.concatenate(ablated_N[(layer, mode)])
+            interval = bootstrap_ratio(ablated - clean, counts, n_resamples, seed=seed)
+            rows.append(
+                {
+                    "model": model_key,
+                    "layer": int(layer),
+                    "mode": mode,
+                    "ce_clean": ce_clean,
+                    "ce_ablated": float(ablated.sum()) / tokens,
+                    "ce_increase_low": interval.low,
+                    "ce_increase_high": interval.high,
+                    "clips": int(clean.size),
+                    "tokens": tokens,
+                }
+            )
     table = pd.DataFrame(rows)
     table["ce_increase"] = table["ce_ablated"] - table["ce_clean"]
     table["relative_increase"] = table["ce_increase"] / table["ce_clean"]
     table["rank"] = (
         table.groupby("mode")["ce_increase"].rank(ascending=False, method="first").astype(int)
     )
+    table = mark_separation(table, suggest)
     for row in table.itertuples():
         logger.info(
-            "%s layer %d %s: CE %.4f -> %.4f (+%.4f nats)",
+            "%s layer %d %s: CE %.4f -> %.4f (+%.4f nats, 95%% CI [%.4f, %.4f])%s",
             model_key,
             row.layer,
             row.mode,
             row.ce_clean,
             row.ce_ablated,
             row.ce_increase,
+            row.ce_increase_low,
+            row.ce_increase_high,
+            f" {row.separation}" if row.separation else "",
         )
     return table[TABLE_COLUMNS]
 
 
-def suggested_layers(table: pd.DataFrame, n: int) -> list[int]:
-    """The ``n`` layers whose ablation raises the CE most: by mean ablation when it was
-    measured (it removes what the layer adds for each clip without moving the residual
-    stream off its usual range), else by skipping."""
-    mode = "mean" if (table["mode"] == "mean").any() else str(table["mode"].iloc[0])
+def ranking_mode(table: pd.DataFrame) -> str:
+    """The mode sites are suggested by: ``mean`` when it was measured (it removes what the
+    layer adds for each clip without moving the residual stream off its usual range),
+    else the first mode of the table."""
+    return "mean" if (table["mode"] == "mean").any() else str(table["mode"].iloc[0])
+
+
+def mark_separation(table: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The ``separation`` column: in the ranking mode, the ``n`` layers with the largest
+    CE increase are ``suggested`` when the lowest of their interval lower bounds lies
+    above the highest upper bound of every other layer, else all ``n`` read ``not
+    separable``; other rows are empty. (``n`` at least the number of layers: every layer
+    is suggested, nothing to separate from.)"""
+    table = table.copy()
+    table["separation"] = ""
+    if n <= 0 or table.empty:
+        return table
+    mode = ranking_mode(table)
     ranked = table[table["mode"] == mode].sort_values("ce_increase", ascending=False)
-    return [int(layer) for layer in ranked["layer"].head(n)]
+    top, rest = ranked.head(n), ranked.iloc[n:]
+    separated = rest.empty or bool(top["ce_increase_low"].min() > rest["ce_increase_high"].max())
+    table.loc[top.index, "separation"] = SUGGESTED if separated else NOT_SEPARABLE
+    return table
+
+
+def suggested_layers(table: pd.DataFrame, n: int) -> list[int]:
+    """The ``n`` layers whose ablation raises the CE most (by ``ranking_mode``), or none
+    when their intervals do not separate from the other layers' (``mark_separation``)."""
+    marked = mark_separation(table, n)
+    mode = ranking_mode(marked)
+    ranked = marked[marked["mode"] == mode].sort_values("ce_increase", ascending=False)
+    return [int(r.layer) for r in ranked.head(n).itertuples() if r.separation == SUGGESTED]

@@ -104,12 +104,14 @@ def layer_ablation_study(
         reference = code_batches(tracks, codes, TRAIN, cfg.reference_clips, cfg.batch_size)
         means = mean_deltas(adapter, layers, reference, cfg.mean_scope)
     heldout = code_batches(tracks, codes, HELDOUT, cfg.max_clips, cfg.batch_size)
-    table = ablate_layers(adapter, layers, cfg.modes, heldout, means, model_key)
+    table = ablate_layers(
+        adapter, layers, cfg.modes, heldout, means, model_key, suggest=cfg.suggest, seed=cfg.seed
+    )
     suggested = suggested_layers(table, cfg.suggest)
     logger.info(
-        "%s: suggested sites (largest held-out CE increase): %s",
+        "%s: suggested sites (largest held-out CE increase, intervals separate): %s",
         model_key,
-        ", ".join(f"{model_key}.l{layer}" for layer in suggested),
+        ", ".join(f"{model_key}.l{layer}" for layer in suggested) or "none, not separable",
     )
     table, note = _generation_score(adapter, tracks, table, means, gen_cfg)
     logger.info("%s: generation-based score %s", model_key, note)

@@ -70,6 +70,12 @@ class SyntheticCorpusConfig(ParamsModel):
     """Rate the audio is rendered at."""
     seed: int = Field(0, ge=0)
     """Seeds the label design and every track's details: same options, same audio."""
+    seed_namespace: int = Field(0, ge=0)
+    """Keeps corpora of one ``seed`` apart: 0 is the namespace the embedded models were
+    pretrained in (``pretrain.corpus``); any other value draws the label design, every
+    track's details and every track's note seed from separate streams, so its tracks
+    share no note seed and no spec with the pretraining corpus (the demo uses 1, the
+    ``evaluate`` env 2; tests/preprocess/test_corpus_synthetic.py checks it)."""
     instruments: tuple[str, ...] = synth.INSTRUMENTS
     """Instruments to use (a subset of ``synth.INSTRUMENTS``)."""
     registers: tuple[str, ...] = synth.REGISTERS
@@ -199,10 +205,12 @@ class SyntheticCorpus(CorpusPlugin):
     def _build_specs(self) -> dict[str, synth.SynthSpec]:
         cfg = self.config
         vocabularies = cfg.vocabularies()
+        # Namespace 0 keeps the pretraining corpus's streams exactly as they were.
+        space = [cfg.seed_namespace] if cfg.seed_namespace else []
         design_NK = balanced_design(
             cfg.n_tracks,
             [len(v) for v in vocabularies.values()],
-            np.random.default_rng([cfg.seed, 0]),
+            np.random.default_rng([cfg.seed, 0, *space]),
         )
         width = max(4, len(str(cfg.n_tracks - 1)))
         specs: dict[str, synth.SynthSpec] = {}
@@ -211,8 +219,10 @@ class SyntheticCorpus(CorpusPlugin):
                 concept: vocabulary[level]
                 for (concept, vocabulary), level in zip(vocabularies.items(), levels)
             }
-            details_rng = np.random.default_rng([cfg.seed, 1, index])
-            track_seed = int(np.random.SeedSequence([cfg.seed, 2, index]).generate_state(1)[0])
+            details_rng = np.random.default_rng([cfg.seed, 1, index, *space])
+            track_seed = int(
+                np.random.SeedSequence([cfg.seed, 2, index, *space]).generate_state(1)[0]
+            )
             specs[f"synth-{index:0{width}d}"] = synth.sample_spec(
                 details_rng, seed=track_seed, **labels
             )

@@ -22,6 +22,7 @@ _MODULES = {
     "InterventionProgressDataset": "intervene",
     "InterventionStoreDataset": "intervene",
     "LLMCacheDataset": "interpret",
+    "LadderReportDataset": "ladder",
     "LLMEndpointDataset": "interpret",
     "EncodecBundleDataset": "pretrain",
     "MusicgenBundleDataset": "pretrain",

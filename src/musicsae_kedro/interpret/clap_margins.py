@@ -21,6 +21,7 @@ import pandas as pd
 
 from musicsae_kedro.clap.config import ClapConfig
 from musicsae_kedro.clap.scorer import ClapScorer
+from musicsae_kedro.interpret.labels import LABELLED
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +61,10 @@ def clap_margins(
     read_clip: Callable[[ClipId, int], np.ndarray],
 ) -> pd.DataFrame:
     """``labels`` with ``clap_top``, ``clap_random``, ``clap_margin``, ``clap_clips`` and
-    ``clap_rank`` (1 = best margin over the whole table; only ``ok`` labels with held-out
-    clips are scored, the rest get NaN)."""
+    ``clap_rank`` (1 = best margin over the whole table; only ``ok`` and ``weak`` labels
+    with held-out clips are scored, the rest get NaN)."""
     table = labels.copy()
-    scored = table["status"].eq("ok") & table["feature"].map(
+    scored = table["status"].isin(LABELLED) & table["feature"].map(
         lambda f: bool(feature_clips.get(int(f)))
     )
     needed = list(
@@ -85,7 +86,7 @@ def clap_margins(
     top, rand, n_clips = [], [], []
     for _, row in table.iterrows():
         clips = feature_clips.get(int(row["feature"]), [])
-        ok = row["status"] == "ok" and bool(clips) and row["label"] in text_index
+        ok = row["status"] in LABELLED and bool(clips) and row["label"] in text_index
         if not ok:
             top.append(np.nan)
             rand.append(np.nan)

@@ -42,7 +42,26 @@ class CandidateConfig(ParamsModel):
     max_rate: float = Field(0.25, le=1.0)
     """... and on fewer than this fraction: rare enough to be specific."""
     max_features: PositiveInt | None = None
-    """Keep at most this many candidates (the highest-max features first); None: all."""
+    """Keep at most this many window candidates (the highest-max features first); None:
+    all. Detector candidates are added on top of them."""
+    min_window_counts: PositiveInt = 3
+    """Small corpora: when the rate window admits fewer than this many distinct counts of
+    active training units (8 tracks with 1-25 %: only features firing on exactly one
+    track), ``max_rate`` is widened until it admits this many (one log line, a report
+    note)."""
+    detectors: bool = True
+    """Also take features that detect a tag, at any firing rate and either sign: the best
+    ``detectors_per_tag`` features per tag by training AUROC, kept when their held-out
+    AUROC (same sign) reaches ``detector_auroc``."""
+    detectors_per_tag: PositiveInt = 3
+    """Features selected per tag on training units before the held-out confirmation."""
+    detector_auroc: float = Field(0.75, ge=0.5, le=1.0)
+    """Held-out AUROC (in the sign chosen on training units) a detector must reach."""
+    min_tag_units: PositiveInt = 2
+    """A tag is searched for detectors only when this many training units and this many
+    held-out units carry it, and as many do not."""
+    block_features: PositiveInt = 4096
+    """Features ranked at a time in the detector search (bounds memory)."""
 
     @model_validator(mode="after")
     def _rates(self) -> CandidateConfig:
@@ -59,7 +78,13 @@ class EnrichmentConfig(ParamsModel):
     """The offline tag-enrichment labeller (``interpret.enrichment``)."""
 
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
-    """A term supports a label when its Benjamini-Hochberg q-value is below this."""
+    """A term supports a label when its Benjamini-Hochberg q-value is below this; on
+    held-out units, a label is ``ok`` when its held-out q-value is below this, else
+    ``weak``."""
+    bootstrap_resamples: PositiveInt = 1000
+    """Bootstrap draws of the held-out AUROC interval of each label."""
+    seed: int = 0
+    """Seeds the bootstrap of the held-out AUROC intervals."""
     max_terms: PositiveInt = 2
     """At most this many significant terms (from different tag categories) in a label."""
     caption_words: bool = True

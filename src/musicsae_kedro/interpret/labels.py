@@ -4,8 +4,11 @@ Columns (``LABEL_COLUMNS``):
 
 - ``feature`` (int): SAE feature index.
 - ``source`` (str): ``tag_enrichment`` or ``llm:<model name>``.
-- ``status`` (str): ``ok``; ``no_evidence`` (nothing to label from); ``failed`` (the
-  labeller gave up on this feature, see ``error``).
+- ``status`` (str): ``ok``; ``weak`` (a tag-enrichment label that is not confirmed on
+  held-out tracks: its held-out q-value is not below ``alpha``, or its training test was
+  not significant); ``no_evidence`` (nothing to label from); ``failed`` (the labeller
+  gave up on this feature, see ``error``). LLM labels have no held-out test: ``ok``
+  means the model answered.
 - ``label`` (str), ``description`` (str): short name and one-sentence explanation.
   LLM text is untrusted: whatever shows it must escape it.
 - ``confidence`` (str): ``high`` | ``medium`` | ``low`` (enrichment: from its q-value and
@@ -17,6 +20,16 @@ Columns (``LABEL_COLUMNS``):
 - ``evidence_tracks`` (list[str]): the track ids the label was drawn from (top units).
 - ``error`` (str): why a ``failed`` row failed.
 - ``terms_json`` (str): enrichment detail per tested term (JSON), empty for LLM labels.
+- ``candidate`` (str): why the feature is a candidate: ``window`` (rate window),
+  ``detector`` (detects a tag on held-out tracks) or ``window+detector``.
+- ``detects`` (str): the feature's confirmed tag detections (``interpret.candidates``).
+- ``heldout_p``, ``heldout_q`` (float): the label's enrichment test repeated on held-out
+  tracks (hypergeometric, every term of the label must hold: the largest p of its
+  terms) and its Benjamini-Hochberg q over the site's labels tested there; NaN when not
+  tested (LLM labels, labels not significant on training tracks).
+- ``heldout_auroc``, ``heldout_auroc_low``, ``heldout_auroc_high`` (float): held-out
+  AUROC of the feature's unit means for the label's first term, with its stratified
+  bootstrap 95 % interval (``evidence.intervals``).
 """
 
 from __future__ import annotations
@@ -39,8 +52,29 @@ LABEL_COLUMNS = (
     "evidence_tracks",
     "error",
     "terms_json",
+    "candidate",
+    "detects",
+    "heldout_p",
+    "heldout_q",
+    "heldout_auroc",
+    "heldout_auroc_low",
+    "heldout_auroc_high",
 )
 TAG_SOURCE = "tag_enrichment"
+OK = "ok"
+WEAK = "weak"
+LABELLED = (OK, WEAK)
+"""Statuses of a row that carries a label (``weak`` ones only with a logged warning)."""
+_FLOATS = (
+    "statistic_value",
+    "log_odds",
+    "support",
+    "heldout_p",
+    "heldout_q",
+    "heldout_auroc",
+    "heldout_auroc_low",
+    "heldout_auroc_high",
+)
 LLM_SOURCE_PREFIX = "llm:"
 Status = str
 
@@ -61,6 +95,9 @@ def label_row(feature: int, source: str, **fields: Any) -> dict[str, Any]:
         "evidence_tracks": [],
         "error": "",
         "terms_json": "",
+        "candidate": "",
+        "detects": "",
+        **{name: float("nan") for name in _FLOATS[3:]},
     }
     unknown = set(fields) - set(row)
     if unknown:
@@ -74,7 +111,7 @@ def label_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows -> a DataFrame with exactly ``LABEL_COLUMNS`` (also when empty)."""
     frame = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
     frame["feature"] = frame["feature"].astype("int64")
-    for name in ("statistic_value", "log_odds", "support"):
+    for name in _FLOATS:
         frame[name] = frame[name].astype("float64")
     return frame
 

@@ -1,7 +1,8 @@
 """The static HTML feature report of one site: open the file, no server, no script.
 
 Sections: the SAE's summary (explained variance, L0, dead fraction, a histogram of
-feature densities), concept recovery when the corpus has ground truth, then one card
+feature densities), the concept ladder and concept recovery when the corpus has ground
+truth (docs/evaluation.md), then one card
 per feature: its best label (by CLAP margin) with its source, the other labels, CLAP
 margin, activation rate, density, maximum, and its top training clips as audio players
 with the feature's activation over each clip's time.
@@ -15,22 +16,37 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from musicsae_kedro.durable import safe_key, write_bytes_atomic
 from musicsae_kedro.interpret.activity import TopClip
+from musicsae_kedro.interpret.candidates import DETECTOR, WINDOW, RateWindow
 from musicsae_kedro.interpret.clip_audio import ClipAudio, encode_audio
 from musicsae_kedro.interpret.config import ReportConfig
-from musicsae_kedro.interpret.labels import LLM_SOURCE_PREFIX, TAG_SOURCE, as_list
+from musicsae_kedro.interpret.labels import (
+    LABELLED,
+    LLM_SOURCE_PREFIX,
+    OK,
+    TAG_SOURCE,
+    WEAK,
+    as_list,
+)
+from musicsae_kedro.interpret.ladder_html import ladder_section
 from musicsae_kedro.interpret.stats_store import FeatureStats
 from musicsae_kedro.interpret.svg import histogram, line_chart
+
+if TYPE_CHECKING:
+    from musicsae_kedro.interpret.ladder_site import LadderReport
+
+logger = logging.getLogger(__name__)
 
 MEDIA_DIR = "report_files"
 CSP = (
@@ -52,7 +68,7 @@ dt{color:#666}dd{margin:0}figure{margin:.5rem 0}figcaption{font-size:.8rem;color
 audio{width:100%;height:2rem}.chart .axis{stroke:#999}
 .chart .line{fill:none;stroke:#1f5fa8;stroke-width:1.5}
 .chart .bar{fill:#1f5fa8}.chart .tick{font-size:10px;fill:#555}
-.ok{color:#176b2c}.no{color:#a33}ul.alt{padding-left:1.1rem;font-size:.85rem}
+.ok{color:#176b2c}.no{color:#a33}.weak{color:#a66f00}ul.alt{padding-left:1.1rem;font-size:.85rem}
 """
 
 
@@ -88,11 +104,11 @@ def _source_name(source: str) -> str:
 
 def best_labels(labels: pd.DataFrame) -> pd.DataFrame:
     """One row per feature: its ``ok`` label with the best CLAP margin (tag enrichment
-    first on ties or without margins), else its first row."""
+    first on ties or without margins), else its best ``weak`` label, else its first row."""
     if labels.empty:
         return labels
     table = labels.copy()
-    table["_ok"] = table["status"].eq("ok")
+    table["_ok"] = table["status"].map({OK: 2, WEAK: 1}).fillna(0)
     table["_margin"] = table.get("clap_margin", pd.Series(np.nan, index=table.index)).fillna(
         -np.inf
     )
@@ -104,12 +120,16 @@ def best_labels(labels: pd.DataFrame) -> pd.DataFrame:
 
 
 def report_features(labels: pd.DataFrame, cfg: ReportConfig) -> list[int]:
-    """The features that get a card: best CLAP margin first (unscored ones last)."""
+    """The features that get a card: those with an ``ok`` label first, then ``weak``,
+    then the rest; best CLAP margin first within each (unscored ones last)."""
     best = best_labels(labels)
     if best.empty:
         return []
     margin = best.get("clap_margin", pd.Series(np.nan, index=best.index)).fillna(-np.inf)
-    order = best.assign(_m=margin).sort_values(["_m", "feature"], ascending=[False, True])
+    status = best["status"].map({OK: 2, WEAK: 1}).fillna(0)
+    order = best.assign(_s=status, _m=margin).sort_values(
+        ["_s", "_m", "feature"], ascending=[False, False, True]
+    )
     return [int(f) for f in order["feature"].head(cfg.max_features)]
 
 
@@ -131,12 +151,34 @@ def export_clips(
     return media
 
 
+def _candidate_counts(labels: pd.DataFrame) -> str:
+    """``12 (window 9, detector 5)``: candidates by the source that brought them in."""
+    if labels.empty:
+        return "0"
+    first = labels.drop_duplicates("feature")
+    reasons = [str(r or "").split("+") for r in first.get("candidate", [""] * len(first))]
+    window = sum(WINDOW in r for r in reasons)
+    detector = sum(DETECTOR in r for r in reasons)
+    return f"{len(reasons)} (rate window {window}, detector {detector})"
+
+
+def _status_counts(labels: pd.DataFrame) -> str:
+    tag = labels[labels["source"].eq(TAG_SOURCE)] if not labels.empty else labels
+    if tag.empty:
+        return "none"
+    return (
+        f"{int(tag['status'].eq(OK).sum())} ok, {int(tag['status'].eq(WEAK).sum())} weak "
+        f"(of {len(tag)}; ok: held-out q &lt; alpha)"
+    )
+
+
 def _summary_section(
     site: str,
     sae_summary: Mapping[str, Any],
     stats: FeatureStats,
-    n_candidates: int,
+    labels: pd.DataFrame,
     cfg: ReportConfig,
+    window: RateWindow | None,
 ) -> str:
     density = np.asarray(stats.density_F, dtype=np.float64)
     alive = density[density > 0]
@@ -149,20 +191,40 @@ def _summary_section(
         ("dead fraction (held-out)", _fmt(sae_summary.get("dead_fraction"), 3)),
         ("never firing on training tokens", f"{int((density == 0).sum())} features"),
         (f"training {stats.unit}s / tokens", f"{stats.n_units} / {stats.n_tokens}"),
-        ("candidate features", n_candidates),
+        ("candidate features", _candidate_counts(labels)),
     ]
+    if window is not None:
+        rows.append(
+            (
+                "rate window",
+                f"{window.min_rate:g} < rate < {window.max_rate:.3g}"
+                + (" (widened for a small corpus)" if window.adapted else ""),
+            )
+        )
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    table += f"<tr><th>tag labels</th><td>{_status_counts(labels)}</td></tr>"
+    note = (
+        f'<p class="weak" id="window-note">{_e(window.note)}</p>'
+        if window is not None and window.adapted
+        else ""
+    )
     chart = histogram(
         np.log10(alive) if alive.size else alive,
         cfg.histogram_bins,
         x_label="log10 feature density (fraction of training tokens)",
     )
     return (
-        f'<section id="summary"><h2>SAE summary</h2><table>{table}</table>'
+        f'<section id="summary"><h2>SAE summary</h2><table>{table}</table>{note}'
         f"<h3>Feature density</h3>{chart}"
         '<p class="note">Density: fraction of training tokens on which a feature fires '
         "(features that never fire are left out of the histogram).</p></section>"
     )
+
+
+def _ladder(ladder: LadderReport | None) -> str:
+    if ladder is None:
+        return ""
+    return ladder_section(ladder.table, ladder.headlines, ladder.figure_png)
 
 
 def _recovery_section(recovery: Mapping[str, Any]) -> str:
@@ -201,17 +263,40 @@ def _recovery_section(recovery: Mapping[str, Any]) -> str:
     )
 
 
+def _heldout_text(row: Mapping[str, Any]) -> str:
+    """``weak: held-out q=0.31, AUROC 0.62 [0.41, 0.80]`` (tag labels only)."""
+    if row.get("source") != TAG_SOURCE:
+        return ""
+    q = row.get("heldout_q")
+    test = (
+        f"held-out q={_fmt(q, 2)}"
+        if q is not None and math.isfinite(float(q))
+        else "not significant on training tracks, not tested held-out"
+    )
+    auroc = (
+        f", held-out AUROC {_fmt(row.get('heldout_auroc'), 2)} "
+        f"[{_fmt(row.get('heldout_auroc_low'), 2)}, {_fmt(row.get('heldout_auroc_high'), 2)}]"
+    )
+    status = _e(row["status"])
+    return f'<p class="source"><span class="{status}">{status}</span>: {_e(test + auroc)}</p>'
+
+
 def _label_block(row: Mapping[str, Any]) -> str:
     source = _e(_source_name(str(row["source"])))
-    if row["status"] != "ok":
+    if row["status"] not in LABELLED:
         return (
             f'<p class="label failed">no label</p><p class="source">{source}: '
             f"{_e(row['status'])} {_e(row.get('error', ''))}</p>"
         )
     confidence = f", {_e(row['confidence'])} confidence" if row.get("confidence") else ""
+    weak = " weak" if row["status"] == WEAK else ""
+    why = _e(row.get("candidate") or "")
+    detects = f'<p class="source">detects {_e(row["detects"])}</p>' if row.get("detects") else ""
     return (
-        f'<p class="label">{_e(row["label"])}</p>'
-        f'<p class="source">from {source}{confidence}</p>'
+        f'<p class="label{weak}">{_e(row["label"])}</p>'
+        f'<p class="source">from {source}{confidence}'
+        + (f"; candidate by {why}" if why else "")
+        + f"</p>{_heldout_text(row)}{detects}"
         f'<p class="desc">{_e(row.get("description", ""))}</p>'
     )
 
@@ -231,8 +316,8 @@ def _alternatives(rows: pd.DataFrame) -> str:
     items = []
     for _, row in rows.iterrows():
         text = (
-            f"{_e(row['label'])} (margin {_e(_margin(row))})"
-            if row["status"] == "ok"
+            f"{_e(row['label'])} ({_e(row['status'])}, margin {_e(_margin(row))})"
+            if row["status"] in LABELLED
             else f'<span class="failed">{_e(row["status"])}: {_e(row.get("error", ""))}</span>'
         )
         items.append(f"<li>{_e(_source_name(str(row['source'])))}: {text}</li>")
@@ -300,6 +385,8 @@ def render_report(
     clips: Mapping[int, Sequence[TopClip]],
     media: Mapping[str, bytes],
     cfg: ReportConfig,
+    window: RateWindow | None = None,
+    ladder: LadderReport | None = None,
 ) -> FeatureReport:
     """The page for ``site`` (``clips`` and ``media`` for the features that get cards)."""
     best = best_labels(labels).set_index("feature", drop=False) if not labels.empty else labels
@@ -307,12 +394,22 @@ def render_report(
     cards = [
         _card(f, labels, best.loc[f].to_dict(), stats, clips.get(f, []), cfg) for f in features
     ]
+    n_weak = sum(best.loc[f, "status"] == WEAK for f in features)
+    if n_weak:
+        logger.info(
+            "%s: %d of %d report cards show a weak label (not confirmed on held-out tracks), "
+            "marked weak",
+            site,
+            n_weak,
+            len(features),
+        )
     n_candidates = int(labels["feature"].nunique()) if not labels.empty else 0
     cards_html = (
         f'<div class="cards">{"".join(cards)}</div>'
         if cards
         else '<p class="note">No candidate feature: none fires on a fraction of training '
-        "units inside the configured rate window.</p>"
+        "units inside the rate window, and none detects a tag on held-out tracks "
+        "(interpret.candidates: max_rate, detector_auroc).</p>"
     )
     meta = json.dumps({"site": site, "features": features})
     page = (
@@ -323,8 +420,9 @@ def render_report(
         f"<h1>Feature report: {_e(site)}</h1>"
         f'<p class="note">Labels, CLAP margins and statistics of the SAE features at this site. '
         f"What each number means: docs/interpretation.md. Showing {len(features)} of "
-        f"{n_candidates} candidate features, best CLAP margin first.</p>"
-        f"{_summary_section(site, sae_summary, stats, n_candidates, cfg)}"
+        f"{n_candidates} candidate features, confirmed labels first, then best CLAP margin.</p>"
+        f"{_summary_section(site, sae_summary, stats, labels, cfg, window)}"
+        f"{_ladder(ladder)}"
         f"{_recovery_section(recovery)}"
         f"{_intervention_link()}"
         f'<section id="features"><h2>Features</h2>{cards_html}</section>'

@@ -17,6 +17,7 @@ from musicsae_kedro.activations.sets import ActivationSet
 from musicsae_kedro.activations.store import ActivationStore
 from musicsae_kedro.clap.config import ClapConfig
 from musicsae_kedro.interpret.activity import top_clips, unique_clips
+from musicsae_kedro.interpret.candidates import DETECTOR, WINDOW, rate_window, select_candidates
 from musicsae_kedro.interpret.clap_margins import (
     clap_margins,
     random_heldout_clips,
@@ -31,9 +32,11 @@ from musicsae_kedro.interpret.config import (
     ReportConfig,
     StatsConfig,
 )
+from musicsae_kedro.interpret.confirmation import confirm_on_heldout
 from musicsae_kedro.interpret.enrichment import enrichment_labels, unit_terms_from_tracks
 from musicsae_kedro.interpret.ground_truth import concept_recovery
-from musicsae_kedro.interpret.labels import label_table
+from musicsae_kedro.interpret.labels import OK, TAG_SOURCE, WEAK, label_table
+from musicsae_kedro.interpret.ladder_site import LadderReport
 from musicsae_kedro.interpret.llm import LLMEndpoint, LLMLabeller, clip_evidence, llm_labels
 from musicsae_kedro.interpret.llm_cache import ResponseCache
 from musicsae_kedro.interpret.report import (
@@ -45,7 +48,6 @@ from musicsae_kedro.interpret.report import (
 )
 from musicsae_kedro.interpret.stats import (
     StatsItem,
-    candidate_features,
     check_stats_match,
     stream_feature_stats,
 )
@@ -72,12 +74,14 @@ def tag_labels(
     candidates: CandidateConfig,
     cfg: EnrichmentConfig,
 ) -> pd.DataFrame:
-    """Tag-enrichment labels of the candidate features (selected on training units)."""
-    with stats.open(TRAIN) as train:
-        features = candidate_features(train, candidates)
-        logger.info("%s: %d candidate features", train.site, len(features))
+    """Tag-enrichment labels of the candidate features, chosen on training units and
+    confirmed on held-out units (``ok`` / ``weak``)."""
+    with stats.open(TRAIN) as train, stats.open(HELDOUT) as heldout:
+        chosen = select_candidates(train, heldout, tracks, candidates)
         terms = unit_terms_from_tracks(train, tracks, cfg)
-        return enrichment_labels(train, features, terms, cfg)
+        labels = chosen.annotate(enrichment_labels(train, chosen.features, terms, cfg))
+        held_terms = unit_terms_from_tracks(heldout, tracks, cfg)
+        return confirm_on_heldout(labels, heldout, held_terms, cfg)
 
 
 def llm_site_labels(
@@ -98,13 +102,19 @@ def llm_site_labels(
         return label_table([])
     labeller = LLMLabeller(endpoint, cfg, cache)
     audio = ClipAudio(clips)
-    with stats.open(TRAIN) as train, activations.open(TRAIN) as store:
+    with (
+        stats.open(TRAIN) as train,
+        stats.open(HELDOUT) as heldout,
+        activations.open(TRAIN) as store,
+    ):
         check_stats_match(train, sae)
-        features = candidate_features(train, candidates)
+        chosen = select_candidates(train, heldout, tracks, candidates)
+        features = chosen.features
         if cfg.max_features is not None:
             features = features[: cfg.max_features]
         top = top_clips(train, store, sae, features, cfg.clips_per_feature, audio.clip_seconds)
-    return llm_labels(labeller, features, lambda f: clip_evidence(top[f], audio, tracks, cfg))
+    labels = llm_labels(labeller, features, lambda f: clip_evidence(top[f], audio, tracks, cfg))
+    return chosen.annotate(labels)
 
 
 def clap_scored_labels(
@@ -154,8 +164,15 @@ def label_summary(scored: pd.DataFrame) -> dict[str, float]:
     """Candidates, labelled features, failed LLM labels and the mean best CLAP margin."""
     best = best_labels(scored) if not scored.empty else scored
     ok = scored[scored["status"] == "ok"] if not scored.empty else scored
+    tag = scored[scored["source"].eq(TAG_SOURCE)] if not scored.empty else scored
+    first = scored.drop_duplicates("feature")
+    reasons = [str(r or "").split("+") for r in first.get("candidate", [""] * len(first))]
     return {
         "interpret/candidates": float(scored["feature"].nunique()) if not scored.empty else 0.0,
+        "interpret/candidates_window": float(sum(WINDOW in r for r in reasons)),
+        "interpret/candidates_detector": float(sum(DETECTOR in r for r in reasons)),
+        "interpret/labels_ok": float(tag["status"].eq(OK).sum()) if not tag.empty else 0.0,
+        "interpret/labels_weak": float(tag["status"].eq(WEAK).sum()) if not tag.empty else 0.0,
         "interpret/labelled_features": float(ok["feature"].nunique()) if not ok.empty else 0.0,
         "interpret/llm_failed": float(
             (scored["source"].str.startswith("llm:") & scored["status"].eq("failed")).sum()
@@ -202,8 +219,12 @@ def site_report(
     sae: SparseAutoencoder,
     clips: ClipStore,
     cfg: ReportConfig,
+    candidates: CandidateConfig | None = None,
+    ladder: LadderReport | None = None,
 ) -> FeatureReport:
-    """The site's static HTML report with its clips (top training clips of each card)."""
+    """The site's static HTML report with its clips (top training clips of each card)
+    and the concept ladder when there is one."""
+    candidates = candidates or CandidateConfig()
     audio = ClipAudio(clips)
     with contextlib.ExitStack() as stack:
         train = stack.enter_context(stats.open(TRAIN))
@@ -212,8 +233,18 @@ def site_report(
         features = report_features(feature_labels, cfg)
         top = top_clips(train, store, sae, features, cfg.clips_per_feature, audio.clip_seconds)
         media = export_clips(top, audio, cfg)
+        window = rate_window(train.n_units, train.unit, candidates)
         report = render_report(
-            train.site, sae_metrics or {}, train, feature_labels, concept_recovery, top, media, cfg
+            train.site,
+            sae_metrics or {},
+            train,
+            feature_labels,
+            concept_recovery,
+            top,
+            media,
+            cfg,
+            window,
+            ladder=ladder,
         )
     logger.info(
         "%s: report with %d feature cards and %d clips",

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from musicsae_kedro.activations.store import ActivationStore
 from musicsae_kedro.errors import MusicSAEError
+from musicsae_kedro.interpret.candidates import RateWindow, window_features
 from musicsae_kedro.interpret.config import CandidateConfig, StatsConfig
 from musicsae_kedro.interpret.stats_store import (
     FeatureStats,
@@ -207,13 +208,10 @@ def stream_feature_stats(
 
 def candidate_features(stats: FeatureStats, cfg: CandidateConfig) -> np.ndarray:
     """Features with ``min_rate < rate < max_rate`` on these (training) units, highest max
-    activation first, at most ``max_features`` of them."""
-    rate_F = stats.rate_F
-    chosen = np.flatnonzero((rate_F > cfg.min_rate) & (rate_F < cfg.max_rate))
-    chosen = chosen[np.argsort(-stats.max_F[chosen], kind="stable")]
-    if cfg.max_features is not None:
-        chosen = chosen[: cfg.max_features]
-    return chosen.astype(np.int64)
+    activation first, at most ``max_features`` of them: the configured window only (the
+    pipeline's candidates, with detectors and the small-corpus adaptation, come from
+    ``interpret.candidates.select_candidates``)."""
+    return window_features(stats, RateWindow(cfg.min_rate, cfg.max_rate), cfg.max_features)
 
 
 def check_stats_match(stats: FeatureStats, sae: SparseAutoencoder) -> None:

@@ -192,6 +192,11 @@ class ModelAdapter(abc.ABC):
     ) -> ActivationBatch:
         """Teacher-forced pass; activations at ``layers`` for the stored positions."""
 
+    def random_twin(self, seed: int) -> ModelAdapter | None:
+        """The same architecture with random weights and the same codec (the concept
+        ladder's ``random_weights`` rung), or None when the family has none."""
+        return None
+
     def check_policy(self, policy: str) -> str:
         if policy not in self.positions_policies:
             raise MusicSAEError(

@@ -28,14 +28,35 @@ def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def _log_metrics(metrics: dict[str, float], step: int) -> None:
-    finite = {
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {
         k: float(v)
         for k, v in metrics.items()
         if isinstance(v, int | float) and math.isfinite(float(v))
     }
+
+
+def _log_metrics(metrics: dict[str, float], step: int) -> None:
+    finite = _finite(metrics)
     if finite:
         mlflow.log_metrics(finite, step=step)
+
+
+def _log_to_run_and_models(run: Any, metrics: dict[str, float]) -> None:
+    """Log ``metrics`` (step 0) to ``run`` and attach them to the SAE models that run
+    logged (``model_registry.log_sae_model``), so the model view shows e.g. the concept
+    headline next to the training metrics. A metric logged with a ``model_id`` is also a
+    metric of the run: one call per model, no second copy."""
+    finite = _finite(metrics)
+    if not finite:
+        return
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+        output_format="list",
+    )
+    for model_id in [m.model_id for m in models] or [None]:
+        mlflow.log_metrics(finite, step=0, model_id=model_id)
 
 
 @contextlib.contextmanager
@@ -117,7 +138,8 @@ def log_to_site_run(
     dicts: dict[str, Any] | None = None,
 ) -> str | None:
     """Log ``metrics`` (step 0), ``tags`` and JSON ``dicts`` (file name -> object) into the
-    run of a site's SAE, so that they sit next to its evaluation metrics in the MLflow UI.
+    run of a site's SAE, so that they sit next to its evaluation metrics in the MLflow UI;
+    the metrics are also attached to the SAE's logged model(s) of that run.
 
     ``run_id`` is that run (``sae_metrics["mlflow_run_id"]``); it is reopened as a nested
     run. When it is None or not in this tracking store, a new nested run ``name`` is used.
@@ -136,7 +158,7 @@ def log_to_site_run(
     if run is None:
         run = mlflow.start_run(run_name=name, nested=True)
     with run:
-        _log_metrics(metrics, step=0)
+        _log_to_run_and_models(run, metrics)
         if tags:
             mlflow.set_tags(tags)
         for file_name, obj in (dicts or {}).items():

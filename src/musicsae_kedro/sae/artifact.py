@@ -6,7 +6,9 @@ version, architecture, dictionary class, d_in, dict_size, k (0 for architectures
 one: relu, jumprelu, gated), normalisation scale, site, encode rule (``topk``,
 ``threshold`` or ``native``: the rule inference uses), SAE config JSON (engine and
 architecture options included), code version, plus provenance: trainer config JSON,
-training data fingerprint and whatever the caller adds (e.g. the model spec).
+training data fingerprint and whatever the caller adds (e.g. the model spec), and a
+``checksum``: SHA-256 over every tensor and every other metadata entry
+(``sae.integrity``), so a flipped byte in a weight or a value is refused at load.
 
 Writes are atomic (``musicsae_kedro.durable``: temp file in the same folder, fsync,
 ``os.replace``, fsync of the folder); loads check the metadata against the tensors so a
@@ -16,6 +18,7 @@ tampered or mismatched file fails with a clear error.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,10 +36,19 @@ from musicsae_kedro.durable import atomic_path
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.sae.architectures import ARCHITECTURES, ENCODE_RULES, Architecture
 from musicsae_kedro.sae.config import SAEConfig
+from musicsae_kedro.sae.integrity import digest
 from musicsae_kedro.sae.model import SparseAutoencoder
 
+logger = logging.getLogger(__name__)
+
 FORMAT_NAME = "musicsae-kedro.sae"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+"""Version 2 adds the ``checksum`` metadata key; version 1 files (no checksum) still load,
+with a warning."""
+READABLE_VERSIONS = ("1", FORMAT_VERSION)
+CHECKSUM_KEY = "checksum"
+"""Metadata key of the SHA-256 over every tensor and every other metadata entry
+(``sae.integrity.digest``)."""
 
 CORE_KEYS = (
     "format",
@@ -51,6 +63,7 @@ CORE_KEYS = (
     "encode_rule",
     "sae_config",
     "code_version",
+    CHECKSUM_KEY,
 )
 """Metadata derived from the SAE itself; provenance may not override them."""
 
@@ -58,6 +71,11 @@ REQUIRED_PROVENANCE = ("data_fingerprint", "trainer_config")
 """Provenance every artifact carries."""
 
 _RETRAIN_FIX = "re-save the SAE with musicsae_kedro.sae.save_sae, or retrain it"
+_DAMAGED_FIX = (
+    "the file is damaged: retrain the SAE (kedro run --pipeline=train), or restore it from "
+    "MLflow (its training run's sae.safetensors artifact, or the registered model "
+    "models:/<site>@best)"
+)
 
 
 def code_version() -> str:
@@ -119,9 +137,21 @@ def save_sae(
     tensors = {
         name: tensor.detach().to("cpu").contiguous() for name, tensor in sae.ae.state_dict().items()
     }
+    metadata[CHECKSUM_KEY] = content_checksum(tensors, metadata)
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return path
+
+
+def content_checksum(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """The artifact's checksum: SHA-256 over every tensor and every metadata entry but
+    the checksum itself."""
+    return digest(
+        {
+            "tensors": dict(tensors),
+            "metadata": {k: v for k, v in metadata.items() if k != CHECKSUM_KEY},
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -151,7 +181,11 @@ def _parse_int(path: Path, metadata: Mapping[str, str], key: str, minimum: int =
 
 
 def _parse_metadata(path: Path, metadata: Mapping[str, str]) -> _Header:
-    missing = [key for key in (*CORE_KEYS, *REQUIRED_PROVENANCE) if key not in metadata]
+    version = metadata.get("format_version")
+    required = (*CORE_KEYS, *REQUIRED_PROVENANCE)
+    if version == "1":  # written before checksums
+        required = tuple(key for key in required if key != CHECKSUM_KEY)
+    missing = [key for key in required if key not in metadata]
     if missing:
         raise MusicSAEError(path, f"SAE metadata keys {missing} are missing", _RETRAIN_FIX)
     if metadata["format"] != FORMAT_NAME:
@@ -160,11 +194,11 @@ def _parse_metadata(path: Path, metadata: Mapping[str, str]) -> _Header:
             f"format {metadata['format']!r} is not {FORMAT_NAME!r}",
             "load this file with the tool that wrote it",
         )
-    if metadata["format_version"] != FORMAT_VERSION:
+    if metadata["format_version"] not in READABLE_VERSIONS:
         raise MusicSAEError(
             path,
             f"format version {metadata['format_version']!r} is not supported "
-            f"(this code reads {FORMAT_VERSION!r})",
+            f"(this code reads {list(READABLE_VERSIONS)})",
             "use the musicsae-kedro version that wrote it, or retrain the SAE",
         )
     name = metadata["architecture"]
@@ -258,6 +292,7 @@ def _read_artifact(path: str | Path) -> tuple[_Header, dict[str, torch.Tensor]]:
                         _RETRAIN_FIX,
                     )
             tensors = {name: handle.get_tensor(name) for name in expected}
+            metadata = dict(handle.metadata() or {})
     except (SafetensorError, OSError) as exc:
         raise MusicSAEError(
             path, f"not a readable safetensors file ({exc})", _RETRAIN_FIX
@@ -288,7 +323,28 @@ def _read_artifact(path: str | Path) -> tuple[_Header, dict[str, torch.Tensor]]:
             "encode rule 'threshold' but the stored threshold is negative (never learned)",
             _RETRAIN_FIX,
         )
+    _verify_checksum(path, tensors, metadata)
     return header, tensors
+
+
+def _verify_checksum(
+    path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> None:
+    """Last of the checks: the structural ones above name a specific problem; this one
+    catches what they cannot see (a changed weight or metadata value)."""
+    stored = metadata.get(CHECKSUM_KEY)
+    if stored is None:  # a version 1 file (the version check required it otherwise)
+        logger.warning("%s: written before SAE files carried a checksum; not verified", path)
+        return
+    actual = content_checksum(tensors, metadata)
+    if stored != actual:
+        raise MusicSAEError(
+            path,
+            f"the SAE file's checksum does not match its content (stored {stored[:19]}..., "
+            f"computed {actual[:19]}...): a weight or metadata value changed after it was "
+            "written",
+            _DAMAGED_FIX,
+        )
 
 
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:

@@ -18,6 +18,8 @@ configs, data fingerprints, number of processes) and its hash, and free-form ``m
 strings for the caller (the Kedro node keeps the MLflow run id there). ``plan_resume``
 decides what a run does with the file it finds (see its docstring for the rule).
 
+Every file carries a ``checksum`` (SHA-256 over all its tensors and values,
+``sae.integrity``), verified at load: a damaged file is refused rather than resumed.
 Files are written atomically (temp file in the same folder, fsync, ``os.replace``,
 fsync of the folder) and read with ``torch.load(weights_only=True)``: tensors, numbers,
 strings, lists and dicts only, never arbitrary pickles. ``Checkpointer`` is what the
@@ -44,14 +46,21 @@ from musicsae_kedro.durable import write_atomic
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.sae.architectures import ARCHITECTURES
 from musicsae_kedro.sae.config import SAEConfig
+from musicsae_kedro.sae.integrity import digest
 from musicsae_kedro.sae.model import SparseAutoencoder
 from musicsae_kedro.sae.normalization import NormScale
 
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "musicsae-sae-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 adds ``checksum``; version 1 files (no checksum) still load, with a warning."""
+READABLE_VERSIONS = (1, FORMAT_VERSION)
 _DELETE_FIX = "delete the file to train afresh"
+_DAMAGED_FIX = (
+    "the file is damaged: delete it to train afresh (kedro run --pipeline=train), or "
+    "restore the finished SAE from MLflow (its training run's sae.safetensors artifact)"
+)
 
 ResumeAction = Literal["fresh", "resume", "reuse"]
 
@@ -354,14 +363,40 @@ def _payload(record: Checkpoint) -> dict[str, Any]:
     }
 
 
+def _with_checksum(payload: dict[str, Any]) -> dict[str, Any]:
+    return {**payload, "checksum": digest(payload)}
+
+
+def _verify_checksum(path: Path, payload: Mapping[str, Any]) -> None:
+    """SHA-256 over every tensor and value of the file (``sae.integrity``): a flipped byte
+    in a weight, an optimizer moment or an RNG state would otherwise resume silently."""
+    content = {k: v for k, v in payload.items() if k != "checksum"}
+    stored = payload.get("checksum")
+    if stored is None and payload.get("format_version") == 1:
+        logger.warning("%s: written before checkpoints carried a checksum; not verified", path)
+        return
+    actual = digest(content)
+    if stored != actual:
+        raise MusicSAEError(
+            path,
+            f"the training checkpoint's checksum does not match its content (stored "
+            f"{str(stored)[:19]}..., computed {actual[:19]}...): a value changed after it "
+            "was written",
+            _DAMAGED_FIX,
+        )
+
+
 def _record(path: Path, payload: Mapping[str, Any]) -> Checkpoint:
-    if payload.get("format") != FORMAT_NAME or payload.get("format_version") != FORMAT_VERSION:
+    if payload.get("format") != FORMAT_NAME or payload.get("format_version") not in (
+        READABLE_VERSIONS
+    ):
         raise MusicSAEError(
             path,
             f"not a {FORMAT_NAME} v{FORMAT_VERSION} file (format {payload.get('format')!r} "
             f"v{payload.get('format_version')!r})",
             "resume with the code version that wrote it, or " + _DELETE_FIX,
         )
+    _verify_checksum(path, payload)
     identity = json.loads(payload["identity"])
     common = {"identity": identity, "meta": dict(payload["meta"]), "source": str(path)}
     if payload["kind"] == "training":
@@ -428,7 +463,7 @@ class CheckpointFile:
     def save(self, record: Checkpoint) -> None:
         """Write ``record`` atomically (temp file, fsync, rename, fsync of the folder);
         the temp file a killed save left is removed first."""
-        payload = _payload(record)
+        payload = _with_checksum(_payload(record))
         write_atomic(self.path, lambda handle: torch.save(payload, handle), clean_stale=True)
         logger.debug("saved %s checkpoint to %s", type(record).__name__, self.path)
 

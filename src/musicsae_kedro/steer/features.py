@@ -15,6 +15,10 @@ from musicsae_kedro.steer.config import FeatureSelection
 
 logger = logging.getLogger(__name__)
 
+# Label statuses written by interpret (steer may not import it: one floor, two rooms).
+OK = "ok"
+WEAK = "weak"
+
 
 @dataclass(frozen=True)
 class SelectedFeatures:
@@ -36,16 +40,29 @@ def _terms(label: str) -> set[str]:
     return {_normalise(t) for t in str(label).split(",") if t.strip()} | {_normalise(label)}
 
 
-def label_matches(labels: pd.DataFrame | None, label: str) -> list[int]:
+def label_matches(labels: pd.DataFrame | None, label: str, where: str = "steer") -> list[int]:
     """Features with an ``ok`` label one of whose comma-separated terms is ``label``,
     best first: the enrichment q-value (low first: how surely the feature's top tracks
     carry the label), then the CLAP margin (high first; the demo's debug CLAP is random,
-    so it only breaks ties)."""
+    so it only breaks ties). When no ``ok`` label matches, the ``weak`` ones (labels not
+    confirmed on held-out tracks) are taken, with one warning saying so."""
     if labels is None or labels.empty:
         return []
     wanted = _normalise(label)
-    ok = labels[labels["status"].eq("ok")]
-    rows = ok[ok["label"].map(lambda text: wanted in _terms(text))].copy()
+    matching = labels[labels["label"].map(lambda text: wanted in _terms(text))]
+    rows = matching[matching["status"].eq(OK)].copy()
+    if rows.empty:
+        rows = matching[matching["status"].eq(WEAK)].copy()
+        if not rows.empty:
+            logger.warning(
+                "%s: no label %r is confirmed on held-out tracks; taking the weak one(s) of "
+                "features %s (held-out q >= alpha: the feature may not carry %r beyond its "
+                "training tracks)",
+                where,
+                label,
+                sorted({int(f) for f in rows["feature"]}),
+                label,
+            )
     if rows.empty:
         return []
     rows["_margin"] = rows.get("clap_margin", pd.Series(np.nan, index=rows.index)).fillna(-np.inf)
@@ -55,10 +72,11 @@ def label_matches(labels: pd.DataFrame | None, label: str) -> list[int]:
 
 
 def best_label(labels: pd.DataFrame | None, feature: int) -> str | None:
-    """The feature's ``ok`` label with the best CLAP margin, if it has one."""
+    """The feature's ``ok`` label with the best CLAP margin, if it has one (CLAP scores
+    the steered audio against it); never a ``weak`` one."""
     if labels is None or labels.empty:
         return None
-    rows = labels[labels["feature"].eq(feature) & labels["status"].eq("ok")]
+    rows = labels[labels["feature"].eq(feature) & labels["status"].eq(OK)]
     if rows.empty:
         return None
     margin = rows.get("clap_margin", pd.Series(np.nan, index=rows.index)).fillna(-np.inf)
@@ -128,7 +146,7 @@ def select_features(
         label = best_label(labels, features[0])
         how = f"index {features}"
     elif selection.by == "label":
-        features = label_matches(labels, selection.label)[: selection.count]
+        features = label_matches(labels, selection.label, where)[: selection.count]
         label = selection.label
         how = f"label {selection.label!r}"
         if not features:

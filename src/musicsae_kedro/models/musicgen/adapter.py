@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -70,6 +72,21 @@ class MusicgenAdapter(ModelAdapter):
     @classmethod
     def layer_count(cls, config: ModelConfig) -> int:
         return layout.layer_count(config)
+
+    def random_twin(self, seed: int) -> MusicgenAdapter:
+        """A copy whose decoder (and text projection) is re-initialised with the
+        decoder's own init, seeded; the codec and the text encoder are kept, so the twin
+        reads the same codes under the same conditioning."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            model = copy.deepcopy(self.model)
+            model.decoder.apply(model.decoder._init_weights)
+            if getattr(model, "enc_to_dec_proj", None) is not None:
+                model.enc_to_dec_proj.apply(model.decoder._init_weights)
+        twin = copy.copy(self)
+        twin.model = model.eval()
+        twin.tracer = MusicgenTracer(twin.model)
+        return twin
 
     @property
     def sample_rate(self) -> int:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import numpy as np
@@ -28,7 +29,7 @@ from musicsae_kedro.models.base import (
 )
 from musicsae_kedro.models.rave import layout
 from musicsae_kedro.models.rave.loading import load_rave
-from musicsae_kedro.models.rave.stepping import PatchFn, RaveSite
+from musicsae_kedro.models.rave.stepping import PatchFn, RaveSite, SteppedRave
 
 
 @FAMILIES.register("rave")
@@ -53,6 +54,22 @@ class RaveAdapter(ModelAdapter):
     @classmethod
     def layer_count(cls, config: ModelConfig) -> int:
         return layout.layer_count(config)
+
+    @torch.no_grad()
+    def random_twin(self, seed: int) -> RaveAdapter:
+        """A copy whose decoder weights are permuted at random within each tensor: the
+        learned structure is gone, each tensor's scale and distribution kept (a
+        TorchScript export has no init to rerun). The encoder (the "codec") is kept."""
+        module = copy.deepcopy(self.model.module)
+        generator = torch.Generator().manual_seed(seed)
+        for name, param in module.named_parameters():
+            if name.startswith("decoder."):
+                flat = param.detach().reshape(-1)
+                order = torch.randperm(flat.numel(), generator=generator)
+                param.copy_(flat[order].reshape(param.shape))
+        twin = copy.copy(self)
+        twin.model = SteppedRave(module, f"{self.spec} (random twin)", self.config.seed)
+        return twin
 
     @property
     def sample_rate(self) -> int:

@@ -16,12 +16,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from musicsae_kedro.activations.sets import ActivationSet
+    from musicsae_kedro.interpret.ladder_site import LadderReport
     from musicsae_kedro.interpret.llm import LLMEndpoint
     from musicsae_kedro.interpret.llm_cache import ResponseCache
     from musicsae_kedro.interpret.report import FeatureReport
     from musicsae_kedro.interpret.stats import StatsItem
     from musicsae_kedro.interpret.stats_store import FeatureStatsSet
     from musicsae_kedro.preprocessing.clip_store import ClipStore
+    from musicsae_kedro.preprocessing.codes_store import CodesStore
     from musicsae_kedro.sae.model import SparseAutoencoder
 
 
@@ -135,10 +137,59 @@ def recover_concepts(
     return result
 
 
+def concept_ladder(
+    activations: ActivationSet,
+    sae: SparseAutoencoder,
+    tracks: pd.DataFrame,
+    clips: ClipStore,
+    codes: CodesStore,
+    sae_metrics: dict[str, Any],
+    model: dict[str, Any],
+    interpret: dict[str, Any],
+    *,
+    model_key: str,
+) -> LadderReport:
+    """The site's concept ladder (every rung of every concept, docs/evaluation.md); its
+    headlines and table go to the SAE's MLflow run."""
+    import json
+
+    from musicsae_kedro.interpret.config import GroundTruthConfig
+    from musicsae_kedro.interpret.ladder_config import SiteLadderConfig
+    from musicsae_kedro.interpret.ladder_site import ladder_metrics, site_ladder
+    from musicsae_kedro.models.base import ModelConfig
+    from musicsae_kedro.pipelines.tracking import log_to_site_run
+
+    cfg = _config(SiteLadderConfig, interpret, "ladder")
+    ground_truth = _config(GroundTruthConfig, interpret, "ground_truth")
+    report = site_ladder(
+        activations,
+        sae,
+        tracks,
+        clips,
+        codes,
+        ModelConfig.from_dict(model_key, model),
+        cfg,
+        ground_truth.concepts,
+    )
+    if report.headlines.get("available"):
+        log_to_site_run(
+            _run_id(sae_metrics),
+            f"{sae.site}.interpret",
+            ladder_metrics(report.headlines),
+            tags={"ladder.pooling": report.headlines["settings"]["pooling"]},
+            dicts={
+                "ladder_headlines.json": report.headlines,
+                "ladder_table.json": json.loads(report.table.to_json(orient="records")),
+            },
+        )
+    return report
+
+
 def build_report(
     feature_labels: pd.DataFrame,
     feature_stats: FeatureStatsSet,
     concept_recovery: dict[str, Any],
+    concept_ladder: LadderReport,
     sae_metrics: dict[str, Any],
     activations: ActivationSet,
     sae: SparseAutoencoder,
@@ -146,7 +197,7 @@ def build_report(
     interpret: dict[str, Any],
 ) -> FeatureReport:
     """The site's static HTML report with its clips (top training clips of each card)."""
-    from musicsae_kedro.interpret.config import ReportConfig
+    from musicsae_kedro.interpret.config import CandidateConfig, ReportConfig
     from musicsae_kedro.interpret.site import site_report
 
     return site_report(
@@ -158,4 +209,6 @@ def build_report(
         sae,
         clips,
         _config(ReportConfig, interpret, "report"),
+        _config(CandidateConfig, interpret, "candidates"),
+        ladder=concept_ladder,
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from musicsae_kedro.pipelines.common import namespaced, per_site, task
+from musicsae_kedro.pipelines.common import Scope, namespaced, per_site, task
 from musicsae_kedro.pipelines.interpret.nodes import (
     build_report,
     compute_feature_stats,
+    concept_ladder,
     label_by_llm,
     label_by_tags,
     recover_concepts,
@@ -22,7 +23,11 @@ SHARED = {"tracks", "clips", "llm_endpoint", "llm_cache"}
 
 def create_pipeline(models: list[ModelSites], points: list[SweepPoint] | None = None) -> Pipeline:
     """Without a sweep, ``<site>.feature_stats`` ...; with one, ``<site>.<point>.*``."""
-    template = Pipeline(
+    return namespaced(per_site(models, points), _site_pipeline, shared=SHARED)
+
+
+def _site_pipeline(scope: Scope) -> Pipeline:
+    return Pipeline(
         [
             task(
                 compute_feature_stats,
@@ -73,11 +78,28 @@ def create_pipeline(models: list[ModelSites], points: list[SweepPoint] | None = 
                 name="concept_recovery",
             ),
             task(
+                concept_ladder,
+                [
+                    "activations",
+                    "sae",
+                    "tracks",
+                    "clips",
+                    "codes",
+                    "sae_metrics",
+                    scope.params,
+                    "params:interpret",
+                ],
+                "concept_ladder",
+                name="concept_ladder",
+                model_key=scope.key,
+            ),
+            task(
                 build_report,
                 [
                     "feature_labels",
                     "feature_stats",
                     "concept_recovery",
+                    "concept_ladder",
                     "sae_metrics",
                     "activations",
                     "sae",
@@ -89,4 +111,3 @@ def create_pipeline(models: list[ModelSites], points: list[SweepPoint] | None = 
             ),
         ]
     )
-    return namespaced(per_site(models, points), lambda scope: template, shared=SHARED)

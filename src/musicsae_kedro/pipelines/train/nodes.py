@@ -56,11 +56,15 @@ def train_site_sae(
     point: SweepPoint,
 ) -> tuple[SparseAutoencoder, dict[str, Any]]:
     """Train the site's SAE (``sae.site_training.train_site``: resume, training,
-    held-out evaluation, CE recovered), recorded as a nested MLflow run."""
+    held-out evaluation, CE recovered), recorded as a nested MLflow run, then logged as
+    an MLflow model of that run and registered under the site's name
+    (``pipelines/model_registry.py``, the ``train.registry`` block)."""
+    from musicsae_kedro.pipelines.model_registry import log_sae_model, registry_config
     from musicsae_kedro.pipelines.tracking import MlflowTracker
     from musicsae_kedro.sae.site_training import SiteTrainingConfig, train_site
 
-    return train_site(
+    registry = registry_config(train)  # parsed first: a typo costs no training
+    sae, summary = train_site(
         activations,
         tracks,
         codes,
@@ -70,6 +74,8 @@ def train_site_sae(
         point=point.name,
         tracker=MlflowTracker(),
     )
+    log_sae_model(sae, summary, registry)
+    return sae, summary
 
 
 SUMMARY_NOTE = (
