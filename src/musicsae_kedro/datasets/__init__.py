@@ -24,6 +24,7 @@ _MODULES = {
     "LLMCacheDataset": "interpret",
     "LadderReportDataset": "ladder",
     "LLMEndpointDataset": "interpret",
+    "EncodecBundleDataset": "pretrain",
     "MusicgenBundleDataset": "pretrain",
     "RaveExportDataset": "pretrain",
     "SAEDataset": "sae",

@@ -9,10 +9,13 @@ from typing import Any
 from kedro.io import AbstractDataset
 
 from musicsae_kedro.pretrain.artifacts import (
+    EncodecBundle,
     MusicgenBundle,
     RaveExport,
+    load_encodec_bundle,
     load_musicgen_bundle,
     load_rave_export,
+    save_encodec_bundle,
     save_musicgen_bundle,
     save_rave_export,
 )
@@ -30,6 +33,26 @@ class MusicgenBundleDataset(AbstractDataset[MusicgenBundle, MusicgenBundle]):
 
     def save(self, data: MusicgenBundle) -> None:
         save_musicgen_bundle(data, self._path)
+
+    def _exists(self) -> bool:
+        return (self._path / "config.json").exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class EncodecBundleDataset(AbstractDataset[EncodecBundle, EncodecBundle]):
+    """The trained codec's save_pretrained folder with its ``card.json``."""
+
+    def __init__(self, *, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> EncodecBundle:
+        return load_encodec_bundle(self._path)
+
+    def save(self, data: EncodecBundle) -> None:
+        save_encodec_bundle(data, self._path)
 
     def _exists(self) -> bool:
         return (self._path / "config.json").exists()

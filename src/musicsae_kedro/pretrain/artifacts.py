@@ -10,10 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, MusicgenForConditionalGeneration, PreTrainedTokenizerBase
+from transformers import (
+    AutoTokenizer,
+    EncodecModel,
+    MusicgenForConditionalGeneration,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as hf_logging
 
-from musicsae_kedro.durable import atomic_path, write_json_atomic
+from musicsae_kedro.durable import atomic_folder, atomic_path, write_json_atomic
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.musicgen.loading import save_model
 from musicsae_kedro.models.rave.loading import load_torchscript
@@ -25,6 +30,14 @@ CARD_FILE = "card.json"
 class MusicgenBundle:
     model: MusicgenForConditionalGeneration
     tokenizer: PreTrainedTokenizerBase
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EncodecBundle:
+    """The trained codec (``encodec-synth``): transformers ``EncodecModel`` + its card."""
+
+    codec: EncodecModel
     card: dict[str, Any] = field(default_factory=dict)
 
 
@@ -57,6 +70,31 @@ def load_musicgen_bundle(folder: str | Path) -> MusicgenBundle:
     card_path = folder / CARD_FILE
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     return MusicgenBundle(model.eval(), tokenizer, card)
+
+
+def save_encodec_bundle(bundle: EncodecBundle, folder: str | Path) -> None:
+    """``save_pretrained`` (config.json, model.safetensors) + ``card.json``, the folder
+    replaced whole (a crash leaves the previous codec or the new one)."""
+    with atomic_folder(Path(folder)) as tmp:
+        bundle.codec.save_pretrained(tmp)
+        write_json_atomic(tmp / CARD_FILE, bundle.card)
+
+
+def load_encodec_bundle(folder: str | Path) -> EncodecBundle:
+    folder = Path(folder)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        codec = EncodecModel.from_pretrained(folder, local_files_only=True)
+    except OSError as exc:
+        raise MusicSAEError(
+            folder, f"cannot load the trained codec ({exc})", "rerun the pretrain pipeline"
+        ) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    card_path = folder / CARD_FILE
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    return EncodecBundle(codec.eval(), card)
 
 
 def save_rave_export(export: RaveExport, folder: str | Path, name: str) -> None:

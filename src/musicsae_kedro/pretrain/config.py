@@ -27,13 +27,17 @@ class PretrainCorpusConfig(ParamsModel):
 
 
 class CodecFitConfig(ParamsModel):
-    """How the MusicGen-synth EnCodec's RVQ codebooks are fitted (its convolutions stay
-    random; see ``models/musicgen/codebooks.py``)."""
+    """MusicGen-synth's codec: a trained one (``trained``), or random convolutions whose
+    RVQ codebooks are fitted by k-means (see ``models/musicgen/codebooks.py``)."""
 
     kmeans_iters: PositiveInt = 20
     """Lloyd iterations per residual level."""
     max_frames: PositiveInt = 60000
     """Encoder frames (sampled from the training clips) the k-means sees."""
+    trained: str | None = None
+    """Folder of a trained codec (``save_pretrained`` + ``card.json``, e.g.
+    ``src/musicsae_kedro/embedded/encodec-synth``) to use as MusicGen-synth's audio
+    encoder instead: then nothing is fitted and the fields above are unused."""
 
 
 class MusicgenTrainConfig(ParamsModel):
@@ -127,3 +131,95 @@ class EvidenceConfig(ParamsModel):
     """Pitch shift applied to the autoencoder's input for the pitch-follow check."""
     seed: int = 0
     """Seeds the random baseline models and the probe fits."""
+
+
+class CodecTrainConfig(ParamsModel):
+    """Training of the 8 kHz EnCodec (``encodec-synth``) that MusicGen-synth's LM reads:
+    a transformers ``EncodecModel`` with an EMA residual vector quantiser writing into its
+    own codebook buffers, spectral reconstruction losses and (from ``adversarial_start``)
+    a multi-scale STFT discriminator. Deterministic given the seed and the thread count.
+
+    Only ``steps``, ``time_budget_minutes``, ``eval_every``, ``checkpoint_minutes`` and
+    ``eval_clips`` may change between a run and the rerun that resumes it (the learning
+    rate is constant, so the number of steps does not shape the trajectory)."""
+
+    num_filters: PositiveInt = 16
+    """Channels of the first encoder block (doubled at every downsampling)."""
+    hidden: PositiveInt = 64
+    """Encoder output and codebook dimension (``hidden_size`` = ``codebook_dim``)."""
+    num_lstm_layers: PositiveInt = 1
+    """LSTM layers at the bottleneck of the encoder and the decoder."""
+    steps: PositiveInt = 6000
+    """Optimizer steps to reach (a rerun resumes from the checkpoint towards this)."""
+    time_budget_minutes: PositiveFloat | None = None
+    """Wall-clock minutes one invocation may train before it saves and stops (``None``:
+    until ``steps``); the run can be continued by running it again."""
+    batch_size: PositiveInt = 16
+    """Random crops per step."""
+    crop_seconds: PositiveFloat = 1.0
+    """Crop length in seconds (rounded down to whole codec frames)."""
+    lr: PositiveFloat = 5e-4
+    """Adam learning rate of the codec (and the discriminator); constant."""
+    warmup_steps: int = Field(250, ge=0)
+    """Quantiser-free steps (the autoencoder alone) before the codebooks are initialised
+    by k-means on encoder frames: without them the codebooks collapse."""
+    kmeans_iters: PositiveInt = 15
+    """Lloyd iterations per residual level of that initialisation."""
+    kmeans_frames: PositiveInt = 20000
+    """Encoder frames of training clips the k-means sees."""
+    ema_decay: float = Field(0.99, gt=0.0, lt=1.0)
+    """Decay of the codebooks' exponential moving averages."""
+    commitment: float = Field(0.25, ge=0.0)
+    """Weight of the commitment loss (encoder output towards its quantised value)."""
+    dead_code_threshold: float = Field(0.5, ge=0.0)
+    """A code whose EMA count of frames per batch falls below this is reset to a random
+    frame of the current batch."""
+    waveform_weight: float = Field(0.1, ge=0.0)
+    """Weight of the waveform L1 loss."""
+    stft_weight: float = Field(1.0, ge=0.0)
+    """Weight of the multi-resolution STFT loss (spectral convergence + log magnitude)."""
+    mel_weight: float = Field(1.0, ge=0.0)
+    """Weight of the log-mel L1 loss."""
+    stft_ffts: TupleOf[PositiveInt] = (128, 256, 512, 1024)
+    """FFT sizes of the multi-resolution STFT loss (hop a quarter of each)."""
+    n_mels: PositiveInt = 64
+    """Mel bands of the log-mel loss (FFT 1024, hop 256)."""
+    adversarial_start: int | None = Field(None, ge=0)
+    """Step after which the multi-scale STFT discriminator trains and its hinge and
+    feature-matching losses join the codec's (``None``: never)."""
+    disc_ffts: TupleOf[PositiveInt] = (128, 256, 512)
+    """FFT sizes of the discriminator's scales."""
+    disc_channels: PositiveInt = 16
+    """Channels of every discriminator scale."""
+    adversarial_weight: float = Field(1.0, ge=0.0)
+    """Weight of the generator's hinge loss (mean over scales)."""
+    feature_weight: float = Field(1.0, ge=0.0)
+    """Weight of the feature-matching loss (relative L1 over discriminator layers)."""
+    eval_every: PositiveInt = 250
+    """Steps between held-out evaluations (logged; the last weights are kept)."""
+    eval_clips: PositiveInt = 48
+    """Held-out clips per evaluation."""
+    checkpoint_minutes: PositiveFloat = 3.0
+    """Wall-clock minutes between checkpoints (and one at the end of every invocation)."""
+    seed: int = 0
+    """Seeds the weights, the crops, the k-means and the dead-code resets."""
+    checkpoint_path: str | None = "data/06_models/pretrain/encodec-synth.ckpt"
+    """Training checkpoint (continued by a rerun of the same configuration)."""
+    reuse_dir: str | None = "src/musicsae_kedro/embedded/encodec-synth"
+    """A trained codec whose ``card.json`` has this configuration's fingerprint and at
+    least ``steps`` steps is reused instead of training (``None``: always train)."""
+
+
+class CodecEvidenceConfig(ParamsModel):
+    """The trained codec's evidence: tracks rendered from a seed disjoint from training."""
+
+    n_tracks: PositiveInt = 300
+    """Held-out tracks (one clip each, of the training corpus's length and rate)."""
+    seed: int = 1
+    """Render seed of those tracks (must differ from the training corpus's)."""
+    probe_train_clips: PositiveInt = 600
+    """Training-split clips of the training corpus the probes are fitted on."""
+    bootstrap: PositiveInt = 2000
+    """Stratified bootstrap draws of every AUROC interval."""
+    probe_seed: int = 0
+    """Seeds the probes' inner folds and the bootstrap."""

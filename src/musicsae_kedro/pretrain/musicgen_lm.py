@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import MusicgenForConditionalGeneration, PreTrainedTokenizerBase
+from transformers import EncodecModel, MusicgenForConditionalGeneration, PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import logging as hf_logging
 
@@ -36,10 +36,12 @@ LogFn = Callable[[dict[str, float], int], None]
 
 
 def build_synth_musicgen(
-    cfg: MusicgenTrainConfig,
+    cfg: MusicgenTrainConfig, codec: EncodecModel | None = None
 ) -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerBase]:
     """Random weights from ``synth_config`` (deterministic by ``cfg.seed``); the codec's
-    codebooks are still zero buffers until ``fit_synth_codec``."""
+    codebooks are still zero buffers until ``fit_synth_codec``. With ``codec`` (a trained
+    codec, e.g. ``embedded/encodec-synth``) the audio encoder is that codec, weights and
+    codebooks included."""
     tokenizer = build_text_tokenizer()
     verbosity = hf_logging.get_verbosity()
     # Pad/BOS = vocabulary size lies outside the vocabulary on purpose (as in the real
@@ -52,10 +54,13 @@ def build_synth_musicgen(
             hidden=cfg.hidden,
             heads=cfg.heads,
             dropout=cfg.dropout,
+            audio_encoder=codec.config if codec is not None else None,
         )
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
             model = MusicgenForConditionalGeneration(config)
+        if codec is not None:
+            model.audio_encoder.load_state_dict(codec.state_dict())
     finally:
         hf_logging.set_verbosity(verbosity)
     return model, tokenizer

@@ -1,5 +1,7 @@
 """The pretrain pipeline's steps end to end: train each embedded model on the synthetic
-corpus with its model card, and check it against a random twin on held-out tracks.
+corpus with its model card, and check it against a random twin on held-out tracks (the
+trained codec, ``encodec-synth``: against the previous codec, silence and the original
+audio, on tracks rendered from a disjoint seed).
 
 ``log_fn(metrics, step)`` receives the training curves (the Kedro node binds MLflow);
 ``params`` are the configs the card records.
@@ -7,23 +9,45 @@ corpus with its model card, and check it against a random twin on held-out track
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import platform
+import sys
+import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from musicsae_kedro.corpora.synthetic import make_config
+from musicsae_kedro.errors import MusicSAEError
+from musicsae_kedro.models.base import EMBEDDED_DIR
+from musicsae_kedro.models.musicgen.codebooks import code_usage
 from musicsae_kedro.models.rave.architecture import build_autoencoder
 from musicsae_kedro.models.rave.export import export_torchscript
 from musicsae_kedro.models.rave.stepping import SteppedRave
-from musicsae_kedro.pretrain.artifacts import MusicgenBundle, RaveExport
+from musicsae_kedro.pretrain.artifacts import (
+    CARD_FILE,
+    EncodecBundle,
+    MusicgenBundle,
+    RaveExport,
+    load_encodec_bundle,
+    load_musicgen_bundle,
+)
+from musicsae_kedro.pretrain.codec_evidence import codec_evidence
+from musicsae_kedro.pretrain.codec_training import fingerprint, train_codec
 from musicsae_kedro.pretrain.config import (
+    CodecEvidenceConfig,
     CodecFitConfig,
+    CodecTrainConfig,
     EvidenceConfig,
     MusicgenTrainConfig,
+    PretrainCorpusConfig,
     RaveTrainConfig,
 )
-from musicsae_kedro.pretrain.corpus import SynthClips
+from musicsae_kedro.pretrain.corpus import SynthClips, render_corpus
 from musicsae_kedro.pretrain.evidence import musicgen_evidence, rave_evidence
 from musicsae_kedro.pretrain.musicgen_lm import (
     build_synth_musicgen,
@@ -32,6 +56,8 @@ from musicsae_kedro.pretrain.musicgen_lm import (
     train_musicgen,
 )
 from musicsae_kedro.pretrain.rave_ae import LogFn, arch_config, export_trained, train_rave
+
+logger = logging.getLogger(__name__)
 
 
 def environment() -> dict[str, Any]:
@@ -50,10 +76,20 @@ def train_musicgen_synth(
     params: dict[str, Any],
     log_fn: LogFn,
 ) -> tuple[MusicgenBundle, dict[str, Any]]:
-    """Fit the codec's codebooks, encode the corpus, train the decoder LM."""
-    model, tokenizer = build_synth_musicgen(cfg)
+    """Fit the codec's codebooks (or take the trained codec ``codec_cfg.trained``), encode
+    the corpus, train the decoder LM."""
     train_audio = corpus.audio_NS[~corpus.heldout_N]
-    usage = fit_synth_codec(model, train_audio, codec_cfg, cfg.seed)
+    if codec_cfg.trained is not None:
+        codec = load_encodec_bundle(codec_cfg.trained)
+        params = {
+            **params,
+            "codec_card": {k: codec.card.get(k) for k in ("name", "fingerprint", "steps_reached")},
+        }
+        model, tokenizer = build_synth_musicgen(cfg, codec=codec.codec)
+        usage = code_usage(encode_clips(model, train_audio[:256]))
+    else:
+        model, tokenizer = build_synth_musicgen(cfg)
+        usage = fit_synth_codec(model, train_audio, codec_cfg, cfg.seed)
     codes_NKT = encode_clips(model, corpus.audio_NS)
     metrics = train_musicgen(
         model, tokenizer, codes_NKT, corpus.captions, corpus.heldout_N, cfg, log_fn
@@ -120,3 +156,111 @@ def rave_synth_evidence(
         _heldout(corpus, cfg),
         cfg,
     )
+
+
+# --------------------------------------------------------------------------- encodec-synth
+
+
+def codec_data(corpus_cfg: PretrainCorpusConfig, sample_rate: int) -> dict[str, Any]:
+    """What the codec's fingerprint reads of the data besides its own config."""
+    return {"corpus": corpus_cfg.model_dump(), "sample_rate": sample_rate}
+
+
+def reusable_codec(
+    corpus_cfg: PretrainCorpusConfig, cfg: CodecTrainConfig, sample_rate: int
+) -> EncodecBundle | None:
+    """The codec in ``cfg.reuse_dir`` if its card has this configuration's fingerprint and
+    at least ``cfg.steps`` steps (then training is skipped)."""
+    if cfg.reuse_dir is None or not (Path(cfg.reuse_dir) / CARD_FILE).exists():
+        return None
+    print_ = fingerprint(cfg, codec_data(corpus_cfg, sample_rate))
+    card = json.loads((Path(cfg.reuse_dir) / CARD_FILE).read_text())
+    if card.get("fingerprint") != print_ or card.get("steps_reached", 0) < cfg.steps:
+        logger.info(
+            "%s holds another codec (fingerprint %s, %s steps; this configuration: %s, %d "
+            "steps): training",
+            cfg.reuse_dir,
+            card.get("fingerprint"),
+            card.get("steps_reached"),
+            print_,
+            cfg.steps,
+        )
+        return None
+    logger.info("reusing the trained codec in %s (fingerprint %s)", cfg.reuse_dir, print_)
+    return load_encodec_bundle(cfg.reuse_dir)
+
+
+def train_encodec_synth(
+    corpus: SynthClips,
+    corpus_cfg: PretrainCorpusConfig,
+    cfg: CodecTrainConfig,
+    params: dict[str, Any],
+    log_fn: LogFn,
+) -> tuple[EncodecBundle, dict[str, Any]]:
+    """Train the 8 kHz EnCodec (or continue from its checkpoint) with its card."""
+    data = codec_data(corpus_cfg, corpus.sample_rate)
+    started, load_before = time.perf_counter(), os.getloadavg()
+    codec, metrics = train_codec(
+        corpus.audio_NS[~corpus.heldout_N],
+        corpus.audio_NS[corpus.heldout_N],
+        cfg,
+        corpus.sample_rate,
+        cfg.checkpoint_path,
+        data,
+        log_fn,
+    )
+    final = metrics["history"][-1] if metrics["history"] else {}
+    log_fn(
+        {f"final/{k.split('/')[-1]}": v for k, v in final.items() if k != "step"},
+        int(metrics["steps_reached"]),
+    )
+    summary = {k: v for k, v in metrics.items() if k != "history"}
+    card = {
+        "name": "encodec-synth",
+        "fingerprint": metrics["fingerprint"],
+        "steps_reached": metrics["steps_reached"],
+        **params,
+        "architecture": codec.config.to_diff_dict(),
+        "parameters": sum(p.numel() for p in codec.parameters()),
+        "metrics": summary,
+        "heldout_history": metrics["history"],
+        "node_wall_seconds": time.perf_counter() - started,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
+        "environment": environment(),
+    }
+    return EncodecBundle(codec, card), summary
+
+
+def encodec_synth_evidence(
+    bundle: EncodecBundle,
+    corpus: SynthClips,
+    corpus_cfg: PretrainCorpusConfig,
+    cfg: CodecEvidenceConfig,
+) -> dict[str, Any]:
+    """Reconstruction and label probes of the trained codec against the previous codec
+    (``embedded:musicgen-synth``'s), silence and the original audio, on tracks rendered
+    from a seed disjoint from training (``codec_evidence``)."""
+    if cfg.seed == corpus_cfg.seed:
+        raise MusicSAEError(
+            "parameters pretrain.codec_evidence.seed",
+            f"seed {cfg.seed} is the training corpus's: its tracks are not disjoint",
+            "use another seed",
+        )
+    heldout = render_corpus(
+        corpus_cfg.model_copy(update={"n_tracks": cfg.n_tracks, "seed": cfg.seed})
+    )
+    previous = load_musicgen_bundle(EMBEDDED_DIR / "musicgen-synth").model.audio_encoder
+    evidence = codec_evidence(
+        bundle.codec,
+        previous,
+        corpus.split(False),
+        heldout,
+        make_config().vocabularies(),
+        cfg,
+    )
+    return {
+        "config": cfg.model_dump(),
+        "codec_card_fingerprint": bundle.card.get("fingerprint"),
+        **evidence,
+    }

@@ -100,16 +100,34 @@ SYNTH_ENCODEC_STRUCTURE = {
 }
 
 
+def synth_encodec_config(
+    num_filters: int = 16, hidden: int = 64, num_lstm_layers: int = 1
+) -> EncodecConfig:
+    """The trained 8 kHz codec (``embedded/encodec-synth``): the structure of
+    ``SYNTH_ENCODEC_STRUCTURE`` (25 Hz, 4 codebooks of 128) at trainable widths (about
+    2.6 M parameters with the defaults); ``hidden`` is also the codebook dimension."""
+    return EncodecConfig(
+        **SYNTH_ENCODEC_STRUCTURE,
+        hidden_size=hidden,
+        num_filters=num_filters,
+        codebook_dim=hidden,
+        num_lstm_layers=num_lstm_layers,
+    )
+
+
 def synth_config(
     text_vocab_size: int,
     n_layers: int = 4,
     hidden: int = 128,
     heads: int = 4,
     dropout: float = 0.1,
+    audio_encoder: EncodecConfig | None = None,
 ) -> MusicgenConfig:
     """The config of the embedded synthetic-corpus MusicGen (about 1.3 M parameters).
 
     Pad and BOS are the vocabulary size (128), outside the codes, as in the real configs.
+    ``audio_encoder``: the codec's config (a trained codec's, e.g. ``encodec-synth``);
+    by default the small random-convolution codec whose codebooks k-means fits.
     """
     decoder = MusicgenDecoderConfig(
         **{
@@ -128,7 +146,7 @@ def synth_config(
         attention_dropout=dropout,
         activation_dropout=dropout,
     )
-    audio = EncodecConfig(
+    audio = audio_encoder or EncodecConfig(
         **SYNTH_ENCODEC_STRUCTURE,
         hidden_size=32,
         num_filters=8,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from musicsae_kedro.config import parse_params
 
 if TYPE_CHECKING:
-    from musicsae_kedro.pretrain.artifacts import MusicgenBundle, RaveExport
+    from musicsae_kedro.pretrain.artifacts import EncodecBundle, MusicgenBundle, RaveExport
     from musicsae_kedro.pretrain.config import PretrainCorpusConfig
     from musicsae_kedro.pretrain.corpus import SynthClips
 
@@ -28,6 +28,39 @@ def render_pretrain_corpus(pretrain: dict[str, Any]) -> SynthClips:
     from musicsae_kedro.pretrain.corpus import render_corpus
 
     return render_corpus(_corpus_cfg(pretrain), progress=bool(pretrain.get("progress", False)))
+
+
+def train_encodec_synth(
+    corpus: SynthClips, pretrain: dict[str, Any]
+) -> tuple[EncodecBundle, dict[str, Any]]:
+    """Train the 8 kHz EnCodec (or continue from its checkpoint, or reuse a trained codec
+    of the same configuration)."""
+    from musicsae_kedro.pipelines.tracking import child_run
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.config import CodecTrainConfig
+
+    corpus_cfg = _corpus_cfg(pretrain)
+    cfg = parse_params(CodecTrainConfig, pretrain.get("codec_training"), "pretrain.codec_training")
+    reused = synth.reusable_codec(corpus_cfg, cfg, corpus.sample_rate)
+    if reused is not None:
+        return reused, {**reused.card.get("metrics", {}), "reused": cfg.reuse_dir}
+    params = {"corpus": corpus_cfg.model_dump(), "train": cfg.model_dump()}
+    with child_run("pretrain.encodec_synth", params, {"stage": "pretrain"}) as (log_fn, _):
+        return synth.train_encodec_synth(corpus, corpus_cfg, cfg, params, log_fn)
+
+
+def encodec_synth_evidence(
+    bundle: EncodecBundle, corpus: SynthClips, pretrain: dict[str, Any]
+) -> dict[str, Any]:
+    """Reconstruction and label probes of the trained codec on tracks rendered from a seed
+    disjoint from training."""
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.config import CodecEvidenceConfig
+
+    cfg = parse_params(
+        CodecEvidenceConfig, pretrain.get("codec_evidence"), "pretrain.codec_evidence"
+    )
+    return synth.encodec_synth_evidence(bundle, corpus, _corpus_cfg(pretrain), cfg)
 
 
 def train_musicgen_synth(

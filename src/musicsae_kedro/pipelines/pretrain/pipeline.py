@@ -1,4 +1,5 @@
-"""Wiring of the pretrain pipeline: corpus -> (MusicGen-synth, RAVE-synth) -> evidence.
+"""Wiring of the pretrain pipeline: corpus -> (encodec-synth, MusicGen-synth, RAVE-synth)
+-> evidence.
 
 Where the weights go is the catalog's business: ``data/06_models/pretrain/`` unless
 ``kedro run --pipeline=pretrain --params=pretrain_output_dir=src/musicsae_kedro/embedded``
@@ -11,9 +12,11 @@ from kedro.pipeline import Pipeline
 
 from musicsae_kedro.pipelines.common import task
 from musicsae_kedro.pipelines.pretrain.nodes import (
+    encodec_synth_evidence,
     musicgen_synth_evidence,
     rave_synth_evidence,
     render_pretrain_corpus,
+    train_encodec_synth,
     train_musicgen_synth,
     train_rave_synth,
 )
@@ -27,6 +30,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "params:pretrain",
                 "pretrain.corpus",
                 name="render_pretrain_corpus",
+            ),
+            task(
+                train_encodec_synth,
+                ["pretrain.corpus", "params:pretrain"],
+                ["pretrain.encodec_synth", "pretrain.encodec_synth_metrics"],
+                name="train_encodec_synth",
+            ),
+            task(
+                encodec_synth_evidence,
+                ["pretrain.encodec_synth", "pretrain.corpus", "params:pretrain"],
+                "pretrain.encodec_synth_evidence",
+                name="encodec_synth_evidence",
             ),
             task(
                 train_musicgen_synth,
