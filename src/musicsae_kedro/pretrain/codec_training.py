@@ -185,7 +185,7 @@ class CodecTrainer:
         path = Path(path)
         if not path.exists():
             return False
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != self.fingerprint:
             logger.warning(
                 "codec checkpoint %s is of another configuration (%s, now %s): starting over",
@@ -364,7 +364,7 @@ def train_codec(
 def codec_from_checkpoint(path: str | Path, cfg: CodecTrainConfig) -> tuple[EncodecModel, int]:
     """The codec weights (codebooks included) and step of a training checkpoint, e.g. to
     publish what an interrupted run has reached."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
     codec = build_codec(cfg)
     codec.load_state_dict(state["codec"])
     return codec.eval(), int(state["step"])
