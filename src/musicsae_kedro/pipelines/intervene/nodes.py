@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from musicsae_kedro.models.base import ModelConfig
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
     from matplotlib.figure import Figure
 
@@ -40,18 +39,29 @@ def steer_site(
     """Run the site's interventions (``steer.site.steer_site``), one committed outcome
     each; a rerun skips those whose committed fingerprint (config, sampling, SAE) is
     unchanged."""
-    from musicsae_kedro.splits import TRAIN
+    import numpy as np
+
+    from musicsae_kedro.splits import HELDOUT, TRAIN
     from musicsae_kedro.steer import site as steering
     from musicsae_kedro.steer.config import steering_config
+    from musicsae_kedro.steer.detection import TrainingStats, UnitMeans
 
-    def density_F() -> np.ndarray:
+    def units(split: str) -> UnitMeans | None:
+        if not feature_stats.path(split).exists():
+            return None
+        with feature_stats.open(split) as stats:
+            ids = tuple(stats.unit_track_id(u) for u in range(stats.n_units))
+            return UnitMeans(np.asarray(stats.unit_means(), dtype=np.float64), ids)
+
+    def training_stats() -> TrainingStats:
         with feature_stats.open(TRAIN) as train:
-            return train.density_F
+            density_F = train.density_F
+        return TrainingStats(density_F, units(TRAIN), units(HELDOUT))
 
     yield from steering.steer_site(
         sae,
         feature_labels,
-        density_F,
+        training_stats,
         tracks,
         codes,
         intervene_progress,
