@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from musicsae_kedro.evidence import bootstrap_mean
+from musicsae_kedro.steer.readout import READOUT
 from musicsae_kedro.steer.run import EFFECT_COLUMNS
 
 SPECIFICITY_COLUMNS = (
@@ -59,9 +60,10 @@ SUMMARY_COLUMNS = {
 
 
 def _evaluated(effects: pd.DataFrame) -> pd.DataFrame:
-    if effects.empty or "readout_delta" not in effects.columns:
+    """Rows of a specificity test (they name their readout)."""
+    if effects.empty or "readout" not in effects.columns:
         return effects.iloc[0:0]
-    return effects[pd.to_numeric(effects["readout_delta"], errors="coerce").notna()]
+    return effects[effects["readout"].eq(READOUT)]
 
 
 def specificity(effects: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
