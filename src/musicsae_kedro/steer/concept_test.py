@@ -24,7 +24,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -243,6 +245,7 @@ def run_concept_test(
             f"no feature detects {tag!r}",
             "tag tracks of both splits with it, or remove the intervention",
         )
+    clock = {"start": time.perf_counter()}
     best = detection.iloc[0]
     target, sign = int(best["feature"]), int(best["sign"])
     cal_with = _side(tracks, TRAIN, tag, True, cfg.calibration_tracks)
@@ -257,6 +260,7 @@ def run_concept_test(
         [str(t) for t in cal_without["text"]],
         policy,
     )
+    clock["calibration"] = time.perf_counter()
     silent = {f for f in range(sae.dict_size) if not np.isfinite(calibration.quantiles_FQ[f, 0])}
     controls = matched_controls(target, density_F, cfg.controls, steering.control_seed, silent)
     prompts_with = _captions(_side(tracks, HELDOUT, tag, True, cfg.prompts_per_side))
@@ -289,6 +293,7 @@ def run_concept_test(
         base_ce.append(_ce(model, clean.codes_BKT, texts))
         if k == 0 and cfg.save_audio:
             audio.update(_first_seed_audio(rows, steered.audio_BCS, clean.audio_BCS))
+    clock["generation"] = time.perf_counter()
     has_T = lambda rows_: np.array([tag in list(t) for t in rows_["tags"]], dtype=bool)  # noqa: E731
     train_rows, held_rows = tracks[tracks["split"].eq(TRAIN)], tracks[tracks["split"].eq(HELDOUT)]
     flat = [c for batch in (*generated, *baselines) for c in batch]
@@ -301,6 +306,7 @@ def run_concept_test(
         cfg.min_readout_auroc,
         steering.control_seed,
     )
+    clock["readout"] = time.perf_counter()
     n = len(rows) * cfg.seeds
     p_G = readout.probability_G
     steered_p, base_p = p_G[:n], p_G[n:]
@@ -318,6 +324,14 @@ def run_concept_test(
     table["baseline_readout"], table["steered_readout"] = base_p, steered_p
     table["readout_delta"] = steered_p - base_p
     table["edit_calls"] = edit.calls
+    stages = list(clock.items())
+    logger.info(
+        "%s: %d rows x %d seeds; seconds: %s",
+        entry.name,
+        len(rows),
+        cfg.seeds,
+        ", ".join(f"{k} {t - p:.1f}" for (_, p), (k, t) in pairwise(stages)),
+    )
     logger.info(
         "%s: target %d (%s, held-out AUROC %.2f), %d controls, readout held-out AUROC %s%s",
         entry.name,

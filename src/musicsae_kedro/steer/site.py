@@ -81,7 +81,9 @@ def steer_site(
     clap = ClapScorer.load(cfg.clap) if cfg.clap is not None else None
     for entry in pending:
         if entry.evaluate is not None:
-            yield _concept_test(entry, adapter, sae, layer, cfg, context, tracks, codes, sae_id)
+            outcome = _concept_test(entry, adapter, sae, layer, cfg, context, tracks, codes, sae_id)
+            if outcome is not None:
+                yield outcome
             continue
         yield run_intervention(
             adapter,
@@ -151,7 +153,21 @@ def _concept_test(
     tracks: pd.DataFrame,
     codes: CodesStore,
     sae_id: str,
-) -> InterventionOutcome:
+) -> InterventionOutcome | None:
+    """The specificity test, or None (after one warning) when the tag cannot be tested:
+    both splits need tracks with and without it."""
+    tag = entry.features.tag
+    detection = context.detection(tag)
+    if detection is None or detection.empty:
+        logger.warning(
+            "intervene: intervention %s skipped: the tag %r cannot be tested on this corpus "
+            "(training and held-out tracks both need some with and some without it, and a "
+            "feature must tell them apart on training tracks); %s",
+            entry.name,
+            tag,
+            MISSING_FIX,
+        )
+        return None
     policy = cfg.positions or adapter.positions_policies[0]
     result = run_concept_test(
         adapter,
@@ -159,7 +175,7 @@ def _concept_test(
         layer,
         entry,
         cfg,
-        context.detection(entry.features.tag),
+        detection,
         np.asarray(context.density_F),
         tracks,
         codes,
