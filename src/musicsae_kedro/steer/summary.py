@@ -47,7 +47,7 @@ SPECIFICITY_COLUMNS = (
 (> 0: the readout moved the way the edit should move the concept), means over prompts
 and seeds with 95 % bootstrap intervals; the control columns are the spread of the
 matched controls' mean effects; ``target_percentile``: the share of controls whose mean
-effect is below the target's (100: above every control)."""
+effect is below the target's, ties counting half (100: above every control)."""
 
 SUMMARY_COLUMNS = {
     "baseline_activation": "base act",
@@ -98,7 +98,10 @@ def specificity(effects: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
                 "control_p95": float(np.quantile(per_control, 0.95)) if has else np.nan,
                 "controls": len(per_control),
                 "target_percentile": (
-                    100.0 * float(np.mean(per_control < t.point)) if has else np.nan
+                    100.0
+                    * float(np.mean(per_control < t.point) + 0.5 * np.mean(per_control == t.point))
+                    if has
+                    else np.nan
                 ),
                 "positive_effect": pc.point,
                 "positive_low": pc.low,
