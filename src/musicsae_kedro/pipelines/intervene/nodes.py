@@ -77,8 +77,14 @@ def summarize_interventions(
 ) -> tuple[pd.DataFrame, str, Figure]:
     """Every configured intervention's committed rows (configured order), a markdown
     summary and the effect-vs-strength figure."""
+    from musicsae_kedro.pipelines.tracking import log_figure, log_run_metrics
     from musicsae_kedro.steer.config import steering_config
-    from musicsae_kedro.steer.summary import combine, effects_figure, effects_markdown
+    from musicsae_kedro.steer.summary import (
+        combine,
+        effects_figure,
+        effects_markdown,
+        specificity,
+    )
 
     cfg = steering_config(intervene)
     by_site = dict(zip(sites, stores, strict=True))
@@ -88,4 +94,28 @@ def summarize_interventions(
         if store is not None and entry.name in store.committed():
             tables.append(store.table(entry.name))
     effects = combine(tables)
-    return effects, effects_markdown(effects), effects_figure(effects)
+    markdown, figure = effects_markdown(effects), effects_figure(effects)
+    # The specificity numbers and the figure also go to the Kedro run in MLflow.
+    table = specificity(effects)
+    log_run_metrics(
+        {
+            f"intervene/{r.intervention}/{r.strength_name}/{column}": getattr(r, column)
+            for r in table.itertuples()
+            for column in SPECIFICITY_METRICS
+        }
+    )
+    log_figure(figure, "intervention_effects.png")
+    return effects, markdown, figure
+
+
+SPECIFICITY_METRICS = (
+    "readout_auroc",
+    "target_effect",
+    "target_low",
+    "target_high",
+    "target_percentile",
+    "control_median",
+    "positive_effect",
+    "target_ce_delta",
+    "target_codes_changed",
+)
