@@ -39,11 +39,13 @@ class ProjectHooks:
         pipeline_registry.PROJECT_PATH = context.project_path
 
     @hook_impl(trylast=True)  # after kedro-mlflow's hook has started the parent run
-    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
-        """Tag the Kedro run in MLflow with this process; mark runs a killed process left
-        ``RUNNING`` as ``KILLED`` (``pipelines/stale_runs.py``)."""
+    def before_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
+        """Limit torch's threads (``torch_threads``); tag the Kedro run in MLflow with this
+        process; mark runs a killed process left ``RUNNING`` as ``KILLED``
+        (``pipelines/stale_runs.py``)."""
         import sys
 
+        limit_torch_threads(_parameter(catalog, "torch_threads"))
         if "mlflow" not in sys.modules:  # tracking is off: nothing to record
             return
         from musicsae_kedro.pipelines.stale_runs import record_and_sweep
@@ -73,6 +75,29 @@ class ProjectHooks:
             pass
         if lines:
             logger.info("outputs of this run:\n%s", "\n".join(lines))
+
+
+def _parameter(catalog: Any, name: str) -> Any:
+    """``params:<name>`` of the run, or None when the catalog has no such parameter."""
+    try:
+        return catalog.load(f"params:{name}") if catalog is not None else None
+    except Exception:  # not configured (e.g. a project without the parameter)
+        return None
+
+
+def limit_torch_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` for the whole run; None keeps torch's default.
+
+    The embedded models and the SAEs are tiny: a second thread per op costs more in
+    synchronisation than it computes, and on a shared machine a thread waiting for a
+    descheduled partner stalls every op (docs/evaluation.md, "Demo run time")."""
+    if threads is None:
+        return
+    import torch  # only here: registering pipelines imports no torch
+
+    if torch.get_num_threads() != int(threads):
+        torch.set_num_threads(int(threads))
+        logger.info("torch uses %d thread(s) per op (parameter torch_threads)", int(threads))
 
 
 def _describe(catalog: Any, name: str) -> str | None:
