@@ -40,12 +40,12 @@ class ProjectHooks:
 
     @hook_impl(trylast=True)  # after kedro-mlflow's hook has started the parent run
     def before_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
-        """Limit torch's threads (``torch_threads``); tag the Kedro run in MLflow with this
+        """Limit threads per op (``cpu_threads``); tag the Kedro run in MLflow with this
         process; mark runs a killed process left ``RUNNING`` as ``KILLED``
         (``pipelines/stale_runs.py``)."""
         import sys
 
-        limit_torch_threads(_parameter(catalog, "torch_threads"))
+        limit_threads(_parameter(catalog, "cpu_threads"))
         if "mlflow" not in sys.modules:  # tracking is off: nothing to record
             return
         from musicsae_kedro.pipelines.stale_runs import record_and_sweep
@@ -85,19 +85,25 @@ def _parameter(catalog: Any, name: str) -> Any:
         return None
 
 
-def limit_torch_threads(threads: int | None) -> None:
-    """``torch.set_num_threads(threads)`` for the whole run; None keeps torch's default.
+def limit_threads(threads: int | None) -> None:
+    """At most ``threads`` threads per op for the whole run, in torch
+    (``torch.set_num_threads``) and in the BLAS/OpenMP pools numpy, scipy and
+    scikit-learn use (``threadpoolctl``, which scikit-learn requires); None keeps the
+    libraries' defaults.
 
-    The embedded models and the SAEs are tiny: a second thread per op costs more in
-    synchronisation than it computes, and on a shared machine a thread waiting for a
-    descheduled partner stalls every op (docs/evaluation.md, "Demo run time")."""
+    The embedded models, the SAEs and the ladder's probes are small: a second thread per
+    op costs more in synchronisation than it computes, and on a shared machine a thread
+    waiting for a descheduled partner stalls every op (docs/evaluation.md, "Demo run
+    time")."""
     if threads is None:
         return
     import torch  # only here: registering pipelines imports no torch
+    from threadpoolctl import threadpool_limits
 
+    threadpool_limits(limits=int(threads))  # process-wide until the run ends
     if torch.get_num_threads() != int(threads):
         torch.set_num_threads(int(threads))
-        logger.info("torch uses %d thread(s) per op (parameter torch_threads)", int(threads))
+    logger.info("at most %d thread(s) per op (parameter cpu_threads)", int(threads))
 
 
 def _describe(catalog: Any, name: str) -> str | None:
