@@ -76,7 +76,6 @@ def labelled(tmp_path_factory, small_project) -> LabelRun:
                     "max_backoff_s": 0.05,
                 },
                 "clap": {"clips_per_feature": 2, "random_clips": 4},
-                "ground_truth": {"null_permutations": 10},
                 "report": {"max_features": 6, "clips_per_feature": 1},
             }
         },
