@@ -125,7 +125,6 @@ def _tensors(out: Path, rank: int = 0) -> dict[int, dict[str, torch.Tensor]]:
 
 
 def test_online_training_writes_no_activations(tmp_path: Path):
-    before = {p for p in Path("/tmp").glob("*.h5")}
     summaries = train(tmp_path, tmp_path)
     # every output of store-based training, per site; no activation file anywhere
     assert sorted(summaries) == ["0", "1"]
@@ -138,7 +137,6 @@ def test_online_training_writes_no_activations(tmp_path: Path):
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert not [p for p in written if p.suffix in {".h5", ".hdf5"}]
     assert not [p for p in written if p.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"]
-    assert {p for p in Path("/tmp").glob("*.h5")} == before
     # the two sites are different SAEs of different activations
     tensors = _tensors(tmp_path)
     assert not torch.equal(tensors[0]["decoder.weight"], tensors[1]["decoder.weight"])
@@ -182,7 +180,12 @@ def test_online_sae_explains_as_much_as_a_store_trained_one(tmp_path: Path, make
     from musicsae_kedro.sae.online.stream import ModelPasses, split_clips
     from musicsae_kedro.sae.site_training import train_site
 
-    params = {**PARAMS, "train": {**PARAMS["train"], "steps": 60}, "checkpoint": {"every": None}}
+    params = {
+        **PARAMS,
+        "sae": {"architecture": "topk", "expansion_factor": 4, "k": 4},  # L0 = k on both
+        "train": {**PARAMS["train"], "steps": 60},
+        "checkpoint": {"every": None},
+    }
     tracks, codes = corpus(tmp_path, n_train=10, n_heldout=3)
     online = train_model_online(
         MODEL,
@@ -219,7 +222,8 @@ def test_online_sae_explains_as_much_as_a_store_trained_one(tmp_path: Path, make
     assert online_summary["explained_variance"] == pytest.approx(
         store_summary["explained_variance"], abs=0.05
     )
-    assert online_summary["l0"] == pytest.approx(store_summary["l0"], abs=0.5)
+    assert online_summary["l0"] == pytest.approx(store_summary["l0"], abs=0.1)
+    assert online_summary["heldout_tokens_evaluated"] == store_summary["heldout_tokens_evaluated"]
 
 
 def _free_port() -> int:
