@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,8 +83,6 @@ class ModelPasses:
 
     def run(self, clips: Sequence[Clip]) -> dict[int, torch.Tensor]:
         """``{layer: [len(clips) * rows_per_clip, d]}`` float16."""
-        import time
-
         parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in self.layers}
         for start in range(0, len(clips), self.clips_per_pass):
             chunk = clips[start : start + self.clips_per_pass]
