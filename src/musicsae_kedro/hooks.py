@@ -37,6 +37,7 @@ class ProjectHooks:
 
         pipeline_registry.ACTIVE_ENV = context.env
         pipeline_registry.PROJECT_PATH = context.project_path
+        pipeline_registry.RUNTIME_PARAMS = dict(getattr(context, "_runtime_params", None) or {})
 
     @hook_impl(trylast=True)  # after kedro-mlflow's hook has started the parent run
     def before_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:

@@ -30,6 +30,8 @@ from musicsae_kedro.sites import ModelSites, resolve_sites
 # (e.g. `kedro registry list`) the project is the working directory, as for the CLI.
 ACTIVE_ENV: str | None = None
 PROJECT_PATH: Path | None = None
+RUNTIME_PARAMS: dict | None = None
+"""``kedro run --params``, set by the same hook: e.g. ``train.source=online`` rewires."""
 
 
 def _parameters() -> dict:
@@ -39,6 +41,7 @@ def _parameters() -> dict:
     loader = OmegaConfigLoader(
         conf_source=str(conf_source),
         env=ACTIVE_ENV or os.environ.get("KEDRO_ENV"),
+        runtime_params=RUNTIME_PARAMS,
         **{k: v for k, v in settings.CONFIG_LOADER_ARGS.items() if k != "conf_source"},
     )
     return loader["parameters"]
@@ -56,7 +59,9 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines = {
         "preprocess": preprocess.create_pipeline(models),
         "extract": extract.create_pipeline(models),
-        "train": train.create_pipeline(models, points),
+        "train": train.create_pipeline(
+            models, points, str((params.get("train") or {}).get("source", "store"))
+        ),
         "interpret": interpret.create_pipeline(models, points),
         "intervene": intervene.create_pipeline(models, params.get("intervene")),
         # Which layers matter and where pitch lives: needs only preprocess's outputs.

@@ -233,7 +233,7 @@ def train_site(
             if ce:
                 log_fn({f"eval/{k}": v for k, v in ce.items()}, cfg.train.num_steps)
             tracker.log_artifact(lambda path: save_sae(path, sae), "sae.safetensors")
-    summary = _summary(sae, metrics, ce, cfg, site, point, run_id)
+    summary = training_summary(sae, metrics, ce, cfg, site, point, run_id)
     if checkpointer is not None:
         checkpointer.save(FinishedSAE.of(sae, identity, cfg.train.num_steps, summary))
     return sae, summary
@@ -282,7 +282,7 @@ def _identity(
     }
 
 
-def _summary(
+def training_summary(
     sae: SparseAutoencoder,
     metrics: dict[str, Any],
     ce: dict[str, float],

@@ -174,162 +174,236 @@ def train_sae(
         and eval configs; add the data fingerprint before saving) and the final
         evaluation metrics (``metrics.evaluate_sae``).
     """
-    if train_cfg.device == "cuda" and not torch.cuda.is_available():
-        raise MusicSAEError(
-            site,
-            "training device 'cuda' was requested but CUDA is not available",
-            "set the training device to 'cpu'",
-        )
-    report: LogFn = log_fn if log_fn is not None else (lambda metrics, step: None)
-    resumable = isinstance(train_batches, ResumableBatches)
-    if (checkpointer is not None or resume is not None) and not resumable:
-        raise MusicSAEError(
-            site,
-            "checkpoints and resume need a batch source whose position can be saved",
-            "pass a BlockShuffleReader (or another ResumableBatches) as train_batches",
-        )
-    world = parallel.world_size
-    if train_cfg.batch_size % world:
-        raise MusicSAEError(
-            site,
-            f"batch_size {train_cfg.batch_size} does not split over {world} processes",
-            "use a batch_size that is a multiple of the number of processes",
-        )
-    local_batch = train_cfg.batch_size // world
-
-    per_process = -(-train_cfg.norm_tokens // world)  # the scale combines every process's
-    if resume is not None:
-        norm = resume.norm
-    elif norm_batches is not None:
-        norm = _global_scale(estimate_scale(norm_batches, per_process, site), parallel)
-    elif resumable:
-        start_state = train_batches.state_dict()  # type: ignore[union-attr]
-        norm = _global_scale(estimate_scale(iter(train_batches), per_process, site), parallel)
-        train_batches.load_state_dict(start_state)  # type: ignore[union-attr]
-    else:
-        local, train_batches = estimate_scale_and_replay(train_batches, per_process, site)
-        norm = _global_scale(local, parallel)
-
-    architecture = ARCHITECTURES.get(sae_cfg.architecture)
-    trainer = architecture.build_trainer(d_in, site, model_spec, sae_cfg, train_cfg)
-    if world > 1:
-        if not hasattr(trainer, "parallel"):
-            raise MusicSAEError(
-                site,
-                f"data-parallel training ({world} processes) needs the sparse engine; "
-                f"{sae_cfg.architecture!r} with engine {sae_cfg.engine!r} has none",
-                "train topk or batch_topk with engine: sparse, or use one process",
-            )
-        trainer.parallel = parallel
-    first_step = 0
-    loss_sum, loss_steps = 0.0, 0
-    if resume is not None:
-        restore_trainer(trainer, resume.trainer, resume.source or site)
-        rank_state = _rank_state(resume, parallel)
-        restore_rng(rank_state.rng)
-        train_batches.load_state_dict(rank_state.stream)  # type: ignore[union-attr]
-        first_step = resume.step
-        loss_sum, loss_steps = float(resume.loop["loss_sum"]), int(resume.loop["loss_steps"])
-        logger.info("%s: resuming at step %d of %d", site, first_step, train_cfg.num_steps)
-    device = torch.device(train_cfg.device)
+    loop = SAETrainingLoop(
+        train_batches,
+        eval_batches_fn,
+        d_in,
+        site,
+        model_spec,
+        sae_cfg,
+        train_cfg,
+        eval_cfg,
+        log_fn,
+        norm_batches,
+        checkpointer=checkpointer,
+        resume=resume,
+        parallel=parallel,
+    )
     steps = train_cfg.num_steps
-    batches = iter(train_batches) if resumable else rebatch(train_batches, local_batch)
-
-    def current_sae() -> SparseAutoencoder:
-        return SparseAutoencoder(trainer.ae, norm.scale, site, sae_cfg)
-
-    final_metrics: dict[str, Any] = {}
     with tqdm(
         total=steps,
-        initial=first_step,
+        initial=loop.next_step,
         desc=f"SAE {site}",
         unit="step",
         disable=not train_cfg.progress or not parallel.is_main,
     ) as progress:
-        for step in range(first_step, steps):
-            batch_ND = next(batches, None)
+        while loop.next_step < steps:
+            batch_ND = next(loop.batches, None)
             if batch_ND is None:
                 raise MusicSAEError(
                     site,
-                    f"the training activations ran out after {step} of {steps} steps "
-                    f"({step * train_cfg.batch_size} tokens)",
+                    f"the training activations ran out after {loop.next_step} of {steps} "
+                    f"steps ({loop.next_step * train_cfg.batch_size} tokens)",
                     "lower steps/total_tokens or pass batches that repeat the data (epochs)",
                 )
-            if batch_ND.ndim != 2 or batch_ND.shape[1] != d_in:
-                raise MusicSAEError(
-                    site,
-                    f"training batch has shape {tuple(batch_ND.shape)}, expected [*, {d_in}]",
-                    "check d_in matches the site's activation store",
-                )
-            if batch_ND.shape[0] != local_batch:
-                raise MusicSAEError(
-                    site,
-                    f"the resumable batch source served {batch_ND.shape[0]} rows, the "
-                    f"training batch is {local_batch}",
-                    "build the reader with the training batch size (per process)",
-                )
-            x_ND = batch_ND.to(device=device, dtype=torch.float32) / norm.scale
-            lr = float(trainer.optimizer.param_groups[0]["lr"])  # the rate this step uses
-            loss = trainer.update(step, x_ND)
-            if not math.isfinite(loss):
-                raise MusicSAEError(
-                    site,
-                    f"the training loss became {loss} at step {step}",
-                    "lower the learning rate; check activations for inf/NaN",
-                )
-            loss_sum += loss
-            loss_steps += 1
-            done = step + 1
+            loop.step(batch_ND)
             progress.update(1)
+            if loop.reported_loss is not None:
+                progress.set_postfix(loss=f"{loop.reported_loss:.4g}")
+    return loop.finish()
 
-            if done % train_cfg.log_every == 0:
-                metrics = {
-                    "train/loss": loss_sum / loss_steps,
-                    "train/lr": lr,
-                    **_trainer_metrics(trainer, architecture, eval_cfg),
-                }
-                report(metrics, done)
-                progress.set_postfix(loss=f"{metrics['train/loss']:.4g}")
-                loss_sum, loss_steps = 0.0, 0
-            if done % train_cfg.eval_every == 0 or done == steps:
-                final_metrics = _evaluate(current_sae(), eval_batches_fn, eval_cfg)
-                report(
-                    {key: float(final_metrics[key.removeprefix("eval/")]) for key in EVAL_LOG_KEYS},
-                    done,
-                )
-            if checkpointer is not None and checkpointer.due(done, steps):
-                ranks = parallel.gather_objects(
-                    RankState(rng=capture_rng(), stream=train_batches.state_dict())  # type: ignore[union-attr]
-                )
-                loop = {"loss_sum": loss_sum, "loss_steps": float(loss_steps)}
-                checkpointer.save(
-                    checkpointer.training_state(done, norm, trainer, loop, tuple(ranks))
-                )
-    if not final_metrics:  # resumed after the last step: evaluate (nothing else to do)
-        final_metrics = _evaluate(current_sae(), eval_batches_fn, eval_cfg)
-    if resumable:
-        getattr(train_batches, "close", lambda: None)()
 
-    trainer_config = {**trainer.config, "norm_factor": norm.scale, "norm_tokens": norm.tokens}
-    provenance = {
-        "model_spec": model_spec,
-        "trainer_config": json.dumps(trainer_config, sort_keys=True, default=str),
-        "train_config": json.dumps(train_cfg.model_dump(), sort_keys=True),
-        "eval_config": json.dumps(eval_cfg.model_dump(), sort_keys=True),
-    }
-    sae = SparseAutoencoder(trainer.ae, norm.scale, site, sae_cfg, provenance=provenance)
-    logger.info(
-        "%s: trained %s SAE (%d steps, encode rule %r): explained variance %.4f, L0 %.2f, "
-        "dead fraction %.4f",
-        site,
-        sae_cfg.architecture,
-        steps,
-        sae.encode_rule,
-        final_metrics["explained_variance"],
-        final_metrics["l0"],
-        final_metrics["dead_fraction"],
-    )
-    return sae, final_metrics
+class SAETrainingLoop:
+    """``train_sae`` one step at a time, for callers that feed several SAEs from one
+    source (online training: one forward pass of the model serves every site).
+
+    The constructor does everything before the first step (the normalisation estimate,
+    the trainer, a resume); ``step`` takes the next batch of this process;
+    ``finish`` evaluates if needed and returns what ``train_sae`` returns. Arguments as
+    ``train_sae``'s.
+    """
+
+    def __init__(
+        self,
+        train_batches: Iterable[torch.Tensor],
+        eval_batches_fn: Callable[[], Iterable[torch.Tensor]],
+        d_in: int,
+        site: str,
+        model_spec: str,
+        sae_cfg: SAEConfig,
+        train_cfg: TrainConfig,
+        eval_cfg: EvalConfig,
+        log_fn: LogFn | None = None,
+        norm_batches: Iterable[torch.Tensor] | None = None,
+        *,
+        checkpointer: Checkpointer | None = None,
+        resume: TrainingState | None = None,
+        parallel: Reducer = SINGLE,
+    ) -> None:
+        if train_cfg.device == "cuda" and not torch.cuda.is_available():
+            raise MusicSAEError(
+                site,
+                "training device 'cuda' was requested but CUDA is not available",
+                "set the training device to 'cpu'",
+            )
+        self.report: LogFn = log_fn if log_fn is not None else (lambda metrics, step: None)
+        resumable = isinstance(train_batches, ResumableBatches)
+        if (checkpointer is not None or resume is not None) and not resumable:
+            raise MusicSAEError(
+                site,
+                "checkpoints and resume need a batch source whose position can be saved",
+                "pass a BlockShuffleReader (or another ResumableBatches) as train_batches",
+            )
+        world = parallel.world_size
+        if train_cfg.batch_size % world:
+            raise MusicSAEError(
+                site,
+                f"batch_size {train_cfg.batch_size} does not split over {world} processes",
+                "use a batch_size that is a multiple of the number of processes",
+            )
+        self.local_batch = train_cfg.batch_size // world
+
+        per_process = -(-train_cfg.norm_tokens // world)  # the scale combines every process's
+        if resume is not None:
+            norm = resume.norm
+        elif norm_batches is not None:
+            norm = _global_scale(estimate_scale(norm_batches, per_process, site), parallel)
+        elif resumable:
+            start_state = train_batches.state_dict()  # type: ignore[union-attr]
+            norm = _global_scale(estimate_scale(iter(train_batches), per_process, site), parallel)
+            train_batches.load_state_dict(start_state)  # type: ignore[union-attr]
+        else:
+            local, train_batches = estimate_scale_and_replay(train_batches, per_process, site)
+            norm = _global_scale(local, parallel)
+        self.norm = norm
+
+        architecture = ARCHITECTURES.get(sae_cfg.architecture)
+        trainer = architecture.build_trainer(d_in, site, model_spec, sae_cfg, train_cfg)
+        if world > 1:
+            if not hasattr(trainer, "parallel"):
+                raise MusicSAEError(
+                    site,
+                    f"data-parallel training ({world} processes) needs the sparse engine; "
+                    f"{sae_cfg.architecture!r} with engine {sae_cfg.engine!r} has none",
+                    "train topk or batch_topk with engine: sparse, or use one process",
+                )
+            trainer.parallel = parallel
+        self.next_step = 0
+        self.loss_sum, self.loss_steps = 0.0, 0
+        if resume is not None:
+            restore_trainer(trainer, resume.trainer, resume.source or site)
+            rank_state = _rank_state(resume, parallel)
+            restore_rng(rank_state.rng)
+            train_batches.load_state_dict(rank_state.stream)  # type: ignore[union-attr]
+            self.next_step = resume.step
+            self.loss_sum = float(resume.loop["loss_sum"])
+            self.loss_steps = int(resume.loop["loss_steps"])
+            logger.info("%s: resuming at step %d of %d", site, self.next_step, train_cfg.num_steps)
+        self.resume_stream = rank_state.stream if resume is not None else None
+        """The batch source's position the resumed step continues from (None: fresh)."""
+        self.trainer, self.architecture = trainer, architecture
+        self.train_batches, self.resumable = train_batches, resumable
+        self.eval_batches_fn = eval_batches_fn
+        self.d_in, self.site, self.model_spec = d_in, site, model_spec
+        self.sae_cfg, self.train_cfg, self.eval_cfg = sae_cfg, train_cfg, eval_cfg
+        self.checkpointer, self.parallel = checkpointer, parallel
+        self.device = torch.device(train_cfg.device)
+        self.batches: Iterator[torch.Tensor] = (
+            iter(train_batches) if resumable else rebatch(train_batches, self.local_batch)
+        )
+        self.final_metrics: dict[str, Any] = {}
+        self.reported_loss: float | None = None
+
+    def current_sae(self) -> SparseAutoencoder:
+        return SparseAutoencoder(self.trainer.ae, self.norm.scale, self.site, self.sae_cfg)
+
+    def step(self, batch_ND: torch.Tensor) -> None:
+        """One optimizer step on this process's next batch (then report, evaluate and
+        checkpoint when due)."""
+        site, step, steps = self.site, self.next_step, self.train_cfg.num_steps
+        if batch_ND.ndim != 2 or batch_ND.shape[1] != self.d_in:
+            raise MusicSAEError(
+                site,
+                f"training batch has shape {tuple(batch_ND.shape)}, expected [*, {self.d_in}]",
+                "check d_in matches the site's activation store",
+            )
+        if batch_ND.shape[0] != self.local_batch:
+            raise MusicSAEError(
+                site,
+                f"the resumable batch source served {batch_ND.shape[0]} rows, the "
+                f"training batch is {self.local_batch}",
+                "build the reader with the training batch size (per process)",
+            )
+        trainer = self.trainer
+        x_ND = batch_ND.to(device=self.device, dtype=torch.float32) / self.norm.scale
+        lr = float(trainer.optimizer.param_groups[0]["lr"])  # the rate this step uses
+        loss = trainer.update(step, x_ND)
+        if not math.isfinite(loss):
+            raise MusicSAEError(
+                site,
+                f"the training loss became {loss} at step {step}",
+                "lower the learning rate; check activations for inf/NaN",
+            )
+        self.loss_sum += loss
+        self.loss_steps += 1
+        done = self.next_step = step + 1
+
+        if done % self.train_cfg.log_every == 0:
+            metrics = {
+                "train/loss": self.loss_sum / self.loss_steps,
+                "train/lr": lr,
+                **_trainer_metrics(trainer, self.architecture, self.eval_cfg),
+            }
+            self.report(metrics, done)
+            self.reported_loss = metrics["train/loss"]
+            self.loss_sum, self.loss_steps = 0.0, 0
+        if done % self.train_cfg.eval_every == 0 or done == steps:
+            self.final_metrics = _evaluate(self.current_sae(), self.eval_batches_fn, self.eval_cfg)
+            self.report(
+                {
+                    key: float(self.final_metrics[key.removeprefix("eval/")])
+                    for key in EVAL_LOG_KEYS
+                },
+                done,
+            )
+        checkpointer = self.checkpointer
+        if checkpointer is not None and checkpointer.due(done, steps):
+            ranks = self.parallel.gather_objects(
+                RankState(rng=capture_rng(), stream=self.train_batches.state_dict())  # type: ignore[union-attr]
+            )
+            loop = {"loss_sum": self.loss_sum, "loss_steps": float(self.loss_steps)}
+            checkpointer.save(
+                checkpointer.training_state(done, self.norm, trainer, loop, tuple(ranks))
+            )
+
+    def finish(self) -> tuple[SparseAutoencoder, dict[str, Any]]:
+        """The trained SAE (with provenance) and its final held-out metrics."""
+        final_metrics = self.final_metrics
+        if not final_metrics:  # resumed after the last step: evaluate (nothing else to do)
+            final_metrics = _evaluate(self.current_sae(), self.eval_batches_fn, self.eval_cfg)
+        if self.resumable:
+            getattr(self.train_batches, "close", lambda: None)()
+        norm, trainer, sae_cfg = self.norm, self.trainer, self.sae_cfg
+        trainer_config = {**trainer.config, "norm_factor": norm.scale, "norm_tokens": norm.tokens}
+        provenance = {
+            "model_spec": self.model_spec,
+            "trainer_config": json.dumps(trainer_config, sort_keys=True, default=str),
+            "train_config": json.dumps(self.train_cfg.model_dump(), sort_keys=True),
+            "eval_config": json.dumps(self.eval_cfg.model_dump(), sort_keys=True),
+        }
+        sae = SparseAutoencoder(trainer.ae, norm.scale, self.site, sae_cfg, provenance=provenance)
+        logger.info(
+            "%s: trained %s SAE (%d steps, encode rule %r): explained variance %.4f, L0 %.2f, "
+            "dead fraction %.4f",
+            self.site,
+            sae_cfg.architecture,
+            self.train_cfg.num_steps,
+            sae.encode_rule,
+            final_metrics["explained_variance"],
+            final_metrics["l0"],
+            final_metrics["dead_fraction"],
+        )
+        return sae, final_metrics
 
 
 def _global_scale(local: NormScale, parallel: Reducer) -> NormScale:

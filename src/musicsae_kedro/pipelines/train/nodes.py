@@ -78,6 +78,49 @@ def train_site_sae(
     return sae, summary
 
 
+def train_model_saes_online(
+    tracks: pd.DataFrame,
+    codes: CodesStore,
+    model: dict[str, Any],
+    train: dict[str, Any],
+    *checkpoints: CheckpointFile,
+    model_key: str,
+    layers: list[int],
+    point: SweepPoint,
+) -> tuple[Any, ...]:
+    """Train every site's SAE of the model online (``train.source: online``,
+    ``sae.online.training.train_model_online``: one forward pass per batch serves all
+    sites, no activation store is written); each recorded and registered as
+    ``train_site_sae`` records its SAE. Returns ``(sae, metrics)`` per site, in order."""
+    from musicsae_kedro.config import parse_params
+    from musicsae_kedro.pipelines.model_registry import log_sae_model, registry_config
+    from musicsae_kedro.pipelines.tracking import MlflowTracker
+    from musicsae_kedro.sae.online.config import OnlineConfig
+    from musicsae_kedro.sae.online.training import train_model_online
+    from musicsae_kedro.sae.site_training import SiteTrainingConfig
+
+    registry = registry_config(train)
+    train = apply_overrides(train, point.overrides)
+    results = train_model_online(
+        ModelConfig.from_dict(model_key, model),
+        model_key,
+        layers,
+        tracks,
+        codes,
+        dict(zip(layers, checkpoints, strict=True)),
+        SiteTrainingConfig.from_params(train),
+        parse_params(OnlineConfig, train.get("online"), "train.online"),
+        point=point.name,
+        tracker=MlflowTracker(),
+    )
+    outputs: list[Any] = []
+    for layer in layers:
+        sae, summary = results[layer]
+        log_sae_model(sae, summary, registry)
+        outputs += [sae, summary]
+    return tuple(outputs)
+
+
 SUMMARY_NOTE = (
     "CE recovered compares the SAE splice with zero- or mean-ablating the whole residual "
     "stream at the site, which erases every layer below it too; layer contribution kept "
