@@ -39,7 +39,7 @@ def test_nested_unknown_keys_say_where_they_are() -> None:
         steering_config({"interventions": [{**entry, "features": {"bye": "index"}}]})
     text = _one_paragraph(info.value)
     assert "unknown keys ['bye'] in interventions[0].features" in text
-    assert "use only ['by', 'indices', 'label', 'count', 'fallback']" in text
+    assert "use only ['by', 'tag', 'indices', 'label', 'count', 'fallback']" in text
 
 
 def test_a_constraint_names_the_field_the_value_and_a_fix() -> None:

@@ -74,7 +74,12 @@ def test_default_run_steers_and_measures(project: Path):
     assert (identity["codes_changed"] == 0).all() and (identity["activation_delta"] == 0).all()
     steered = effects[(effects["arm"] == "target") & (effects["strength"] == 1.0)]
     assert (steered["codes_changed"] > 0).all()
-    assert (effects["baseline_ce"] > 0).all() and effects["steered_clap_label"].isna().all()
+    assert (effects["baseline_ce"] > 0).all()
+    # the default CLAP (embedded:clap-synth) scores audio against a label where there is one
+    loud = effects["intervention"] == "loud"
+    assert effects.loc[loud, "steered_clap_label"].notna().all()
+    assert effects.loc[~loud, "steered_clap_label"].isna().all()  # by: reference has none
+    assert (effects["clap_model"] == "embedded:clap-synth").all()
     for path in effects["steered_audio"].tolist() + effects["baseline_audio"].tolist():
         audio, rate = sf.read(reporting / "musicgen.l2/intervene" / path)
         assert rate == 8000 and len(audio) == 25 * 320

@@ -104,6 +104,12 @@ def log_artifact_file(write: Callable[[Path], None], file_name: str) -> None:
         mlflow.log_artifact(str(path))
 
 
+def log_run_metrics(metrics: dict[str, float]) -> None:
+    """Log finite ``metrics`` (step 0) to the active run (no-op without one)."""
+    if mlflow.active_run() is not None:
+        _log_metrics(metrics, 0)
+
+
 def log_figure(figure: Any, file_name: str) -> None:
     """Log a matplotlib figure to the active run (no-op without one)."""
     if mlflow.active_run() is not None:

@@ -17,7 +17,11 @@ from musicsae_kedro.config import Invalid, ParamsModel, TupleOf, parse_params
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models.generation import EditRows, GenerationSettings
 
-SelectBy = Literal["index", "label", "most_active", "prompt", "reference"]
+SelectBy = Literal["detection", "index", "label", "most_active", "prompt", "reference"]
+
+QUANTILE_STRENGTHS = ("p90", "p99", "max", "2max")
+"""Strengths in the feature's own units (``evaluate``): quantiles of its activation on
+the training tokens where it fires, its largest activation, twice that."""
 
 
 def _none_as_default(cls: type[ParamsModel], value: Any, info: ValidationInfo) -> Any:
@@ -36,6 +40,9 @@ class FeatureSelection(ParamsModel):
     ``prompt``: per prompt, the ``count`` features most active on its unsteered generation
     (what "the features that fire for the prompt" means); ``reference``: the ``count``
     features most active on ``transfer_pattern``'s reference track (concept A's pattern)."""
+    tag: str = ""
+    """The concept (a corpus tag, ``category:value``) features are ranked for (``by:
+    detection``); an intervention whose tag no track carries is skipped with a warning."""
     indices: TupleOf[int] = ()
     """Feature indices (``by: index``)."""
     label: str = ""
@@ -52,9 +59,38 @@ class FeatureSelection(ParamsModel):
     def _what_by_needs(self) -> FeatureSelection:
         if self.by == "index" and not self.indices:
             raise Invalid("by: index needs `indices`", "list the feature indices")
+        if self.by == "detection" and not self.tag.strip():
+            raise Invalid("by: detection needs `tag`", "give the corpus tag, e.g. loudness:loud")
         if self.by == "label" and not self.label.strip():
             raise Invalid("by: label needs `label`", "give the label text to match")
         return self
+
+
+class EvaluateConfig(ParamsModel):
+    """``interventions[i].evaluate``: the specificity test of a concept's target feature
+    (docs/intervention.md): an independent readout, matched random controls, a positive
+    control, both directions, several sampling seeds."""
+
+    controls: int = Field(20, ge=1)
+    """Random features matched on firing rate, each steered at the same quantile
+    strengths (the band the target must leave)."""
+    seeds: int = Field(3, ge=1)
+    """Sampling seeds (``generation.seed`` + 0, 1, ...); every arm shares each seed."""
+    prompts_per_side: int = Field(2, ge=1)
+    """Held-out tracks with and without the concept whose captions are the prompts: the
+    concept is added to those without it and removed from those with it."""
+    calibration_tracks: int = Field(16, ge=2)
+    """Training tracks per side teacher-forced for the features' quantiles and the
+    positive control's difference-in-means direction."""
+    min_readout_auroc: float = Field(0.8, gt=0.5, le=1.0)
+    """Below this held-out AUROC the readout cannot tell the concept: "not measurable",
+    no effect is claimed."""
+    positive_control: bool = True
+    """Also add the concept's difference-in-means direction of the residual stream at the
+    norm the target's edit adds."""
+    save_audio: bool = True
+    """Write the first seed's target, positive-control and unsteered audio (controls are
+    never written)."""
 
 
 class InterventionConfig(ParamsModel):
@@ -67,11 +103,12 @@ class InterventionConfig(ParamsModel):
     strategy: str
     """A name in ``STRATEGIES``: ``activate_every_n``, ``scale_prompt_features``,
     ``transfer_pattern``."""
-    strengths: TupleOf[float] = Field(min_length=1)
-    """Values swept (the strategy says what a strength means)."""
+    strengths: TupleOf[float | str] = Field(min_length=1)
+    """Values swept (the strategy says what a strength means); with ``evaluate``, names
+    in the feature's own units (``p90``, ``p99``, ``max``, ``2max``) or 0 (removal)."""
     prompts: TupleOf[str] = ()
-    """Text prompts; each gets a baseline and one steered generation per strength, with
-    the same seed."""
+    """Text prompts (``evaluate`` takes its own: held-out captions by concept); each gets
+    a baseline and one steered generation per strength, with the same seed."""
     heldout_prompts: int = Field(0, ge=0)
     """Also prompt with the captions of the first ``n`` held-out tracks (prompts the SAE
     never saw in training: the effects are measured on held-out prompts)."""
@@ -79,6 +116,9 @@ class InterventionConfig(ParamsModel):
     """Which features the strategy acts on."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Strategy options, checked by the strategy (``STRATEGIES``)."""
+    evaluate: EvaluateConfig | None = None
+    """The specificity test (``activate_every_n`` with ``features: {by: detection}``):
+    readout, controls, positive control, seeds; null: the plain target-vs-one-control run."""
 
     @field_validator("features", "options", mode="before")
     @classmethod
@@ -87,7 +127,7 @@ class InterventionConfig(ParamsModel):
 
     @model_validator(mode="after")
     def _prompts_and_strengths(self) -> InterventionConfig:
-        if not self.prompts and not self.heldout_prompts:
+        if not self.prompts and not self.heldout_prompts and self.evaluate is None:
             raise Invalid(
                 "give `prompts` or `heldout_prompts`", "list prompts, or set heldout_prompts"
             )
@@ -97,6 +137,26 @@ class InterventionConfig(ParamsModel):
             "repeats a value",
             "list each strength once",
         )
+        named = [s for s in self.strengths if isinstance(s, str)]
+        if self.evaluate is None:
+            self._require(
+                not named, "strengths", "names need `evaluate`", "give numbers, or set evaluate"
+            )
+        else:
+            bad = [s for s in named if s not in QUANTILE_STRENGTHS]
+            bad += [s for s in self.strengths if not isinstance(s, str) and s != 0]
+            self._require(
+                not bad,
+                "strengths",
+                f"{bad} are not quantile strengths",
+                f"use {list(QUANTILE_STRENGTHS)} or 0 (removal)",
+            )
+            self._require(
+                self.strategy == "activate_every_n" and self.features.by == "detection",
+                "evaluate",
+                "tests a concept's detector",
+                "use strategy activate_every_n with features: {by: detection, tag: ...}",
+            )
         return self
 
 

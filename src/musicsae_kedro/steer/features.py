@@ -108,6 +108,7 @@ def select_features(
     prompt_means_PF: np.ndarray | None = None,
     where: str = "intervention",
     reference_means_F: np.ndarray | None = None,
+    detection: pd.DataFrame | None = None,
 ) -> SelectedFeatures:
     """Resolve ``selection`` for ``n_prompts`` prompts (``by: prompt`` needs the mean
     latents of each prompt's unsteered generation, ``by: reference`` those of the
@@ -134,7 +135,26 @@ def select_features(
             f"top {selection.count} on each prompt's unsteered generation",
         )
     label: str | None = None
-    if selection.by == "index":
+    if selection.by == "detection":
+        if detection is None or detection.empty:
+            raise MusicSAEError(
+                f"parameters {where}.features",
+                f"no feature detects {selection.tag!r} (both splits need tracks with and "
+                "without it)",
+                "tag more tracks with it, or choose features `by: index`",
+            )
+        best = detection.head(selection.count)
+        features = [int(f) for f in best["feature"]]
+        label = selection.tag
+        how = "detection of {!r}: {}".format(
+            selection.tag,
+            ", ".join(
+                f"{int(r.feature)} ({'+' if r.sign > 0 else '-'}, held-out AUROC "
+                f"{r.heldout_auroc:.2f})"
+                for r in best.itertuples()
+            ),
+        )
+    elif selection.by == "index":
         bad = [i for i in selection.indices if not 0 <= i < dict_size]
         if bad:
             raise MusicSAEError(
@@ -194,3 +214,24 @@ def targets_matrix(per_prompt: tuple[tuple[int, ...], ...], dict_size: int) -> n
     for p, features in enumerate(per_prompt):
         targets_PF[p, list(features)] = True
     return targets_PF
+
+
+def matched_controls(
+    target: int, density_F: np.ndarray, count: int, seed: int, exclude: set[int] = frozenset()
+) -> list[int]:
+    """``count`` random features matched on firing rate: drawn from the ``2 * count``
+    living features whose training density is closest to ``target``'s (never the
+    target or ``exclude``), so a control fires about as often as the target does."""
+    density_F = np.asarray(density_F, dtype=np.float64)
+    alive = np.flatnonzero(density_F > 0)
+    pool = np.array([f for f in alive if f != target and int(f) not in exclude], dtype=np.int64)
+    if len(pool) < count:
+        raise MusicSAEError(
+            "parameters intervene.interventions.evaluate.controls",
+            f"only {len(pool)} living features to draw {count} controls from",
+            "ask for fewer controls",
+        )
+    distance = np.abs(np.log10(density_F[pool] + 1e-9) - np.log10(density_F[target] + 1e-9))
+    nearest = pool[np.lexsort((pool, distance))[: 2 * count]]
+    rng = np.random.default_rng(seed)
+    return sorted(int(f) for f in rng.choice(nearest, size=count, replace=False))

@@ -16,6 +16,7 @@ from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.sae.model import SparseAutoencoder
 from musicsae_kedro.steer.config import InterventionConfig, SteeringConfig
+from musicsae_kedro.steer.detection import TrainingStats, detection_ranking
 from musicsae_kedro.steer.edits import LatentEdit, SAESteering
 from musicsae_kedro.steer.features import (
     SelectedFeatures,
@@ -34,6 +35,7 @@ EFFECT_COLUMNS = (
     "strategy",
     "arm",
     "strength",
+    "strength_name",
     "prompt_index",
     "prompt",
     "features",
@@ -56,13 +58,35 @@ EFFECT_COLUMNS = (
     "seed",
     "baseline_audio",
     "steered_audio",
+    # the specificity test (``evaluate``); NaN on the plain rows
+    "concept_present",
+    "expected",
+    "detection_auroc",
+    "calibration_tracks",
+    "readout",
+    "readout_auroc",
+    "readout_auroc_low",
+    "readout_auroc_high",
+    "measurable",
+    "baseline_readout",
+    "steered_readout",
+    "readout_delta",
 )
 """The effects table, one row per intervention x arm x strength x prompt. ``arm``:
 ``target`` (the chosen features) or ``control`` (as many random features, the null
 baseline). Activations are always those of the *target* features, re-measured by a clean
 teacher-forced pass over the generated codes; ``*_ce`` is the codes' codebook
 cross-entropy under the unsteered model; ``*_clap_*`` are NaN when no CLAP model is
-configured (``clap_model``: ``not measured``)."""
+configured (``clap_model``: ``not measured``).
+
+Rows of a specificity test (``evaluate``, ``steer.concept_test``) have arms ``target``,
+``control`` (one matched random feature per row, ``features``) and ``positive`` (the
+concept direction); ``strength`` is the value in latent units and ``strength_name`` the
+quantile it came from; the activation columns are NaN there (re-measuring the steered
+feature is circular): the effect is ``readout_delta``, P(concept) from an independent
+code-histogram probe, steered minus the unedited twin (same seed and batch row);
+``expected`` is the sign it has if the edit works; ``measurable`` is False when the
+probe's held-out AUROC is below ``evaluate.min_readout_auroc``."""
 
 ARMS = ("target", "control")
 
@@ -75,6 +99,18 @@ class SelectionContext:
     """The site's ``feature_labels`` (None: interpret has not labelled the site)."""
     density_F: np.ndarray | None
     """Fraction of training tokens each feature fires on."""
+    stats: TrainingStats | None = None
+    """Per-unit means of both splits (``by: detection``)."""
+    tags: dict[str, set[str]] | None = None
+    """Each track's tags (``by: detection``)."""
+
+    def detection(self, tag: str) -> pd.DataFrame | None:
+        """Features ranked by held-out detection of ``tag`` (None: no unit means)."""
+        if self.stats is None or self.stats.train is None or self.stats.heldout is None:
+            return None
+        return detection_ranking(
+            self.stats.train, self.stats.heldout, self.tags or {}, tag, self.density_F
+        )
 
 
 @dataclass
@@ -199,6 +235,7 @@ def run_intervention(
         base.measured.mean_latents_PF,
         where,
         None if reference is None else reference.mean_latents_F().numpy(),
+        context.detection(entry.features.tag) if entry.features.by == "detection" else None,
     )
     label_texts = [selected.label] * len(prompts) if selected.label else None
     if clap is not None and label_texts:
@@ -225,6 +262,7 @@ def run_intervention(
                         "strategy": entry.strategy,
                         "arm": arm,
                         "strength": float(strength),
+                        "strength_name": f"{strength:g}",
                         "prompt_index": p,
                         "prompt": prompt,
                         "features": ",".join(str(f) for f in features.per_prompt[p]),

@@ -16,10 +16,13 @@ from musicsae_kedro.models.base import ModelConfig, load_adapter
 from musicsae_kedro.preprocessing.codes_store import CodesStore
 from musicsae_kedro.sae.model import SparseAutoencoder, sae_fingerprint
 from musicsae_kedro.splits import HELDOUT
+from musicsae_kedro.steer.concept_test import run_concept_test
 from musicsae_kedro.steer.config import InterventionConfig, SteeringConfig
+from musicsae_kedro.steer.detection import TrainingStats, tags_by_track
 from musicsae_kedro.steer.measure import SteerableModel
 from musicsae_kedro.steer.reference import reference_pattern, reference_track
 from musicsae_kedro.steer.run import (
+    EFFECT_COLUMNS,
     InterventionOutcome,
     SelectionContext,
     fingerprint,
@@ -41,7 +44,7 @@ def heldout_prompts(tracks: pd.DataFrame, count: int) -> list[str]:
 def steer_site(
     sae: SparseAutoencoder,
     feature_labels: pd.DataFrame,
-    density_F: Callable[[], np.ndarray],
+    training_stats: Callable[[], TrainingStats],
     tracks: pd.DataFrame,
     codes: CodesStore,
     committed: dict[str, str],
@@ -52,8 +55,8 @@ def steer_site(
 ) -> Iterator[InterventionsStarted | InterventionOutcome]:
     """Run the site's interventions, one outcome each; ``committed`` maps intervention
     names to the fingerprints already committed (those unchanged are skipped).
-    ``density_F()`` reads the features' firing density on training tracks (read only when
-    an intervention is to be run)."""
+    ``training_stats()`` reads the features' firing density and per-unit means (read only
+    when an intervention is to be run)."""
     entries = cfg.for_site(site)
     yield InterventionsStarted(site)
     sae_id = sae_fingerprint(sae)
@@ -61,6 +64,7 @@ def steer_site(
     for entry in entries:
         if entry not in pending:
             logger.info("%s: intervention %s already committed, skipped", site, entry.name)
+    pending = [e for e in pending if not _concept_missing(e, tracks)]
     if not pending:
         return
     adapter = load_adapter(model)
@@ -71,10 +75,16 @@ def steer_site(
             "MusicGen and YuE stage 1 (RAVE is no language model)",
             f"remove the interventions on {site} or steer a musicgen or yue site",
         )
-    context = SelectionContext(feature_labels, density_F())
+    stats = training_stats()
+    context = SelectionContext(feature_labels, stats.density_F, stats, tags_by_track(tracks))
     policy = cfg.positions or adapter.positions_policies[0]
     clap = ClapScorer.load(cfg.clap) if cfg.clap is not None else None
     for entry in pending:
+        if entry.evaluate is not None:
+            outcome = _concept_test(entry, adapter, sae, layer, cfg, context, tracks, codes, sae_id)
+            if outcome is not None:
+                yield outcome
+            continue
         yield run_intervention(
             adapter,
             sae,
@@ -87,6 +97,99 @@ def steer_site(
             clap,
             sae_id,
         )
+
+
+MISSING_FIX = (
+    "to steer this corpus, tag its tracks (a folder corpus: the `tags` column of its "
+    "metadata.csv, docs/corpora.md) or point the intervention at what the corpus has in "
+    "conf/local/parameters_intervene.yml (`reference_track: <track_id>`, "
+    "`features: {by: index, indices: [...]}`; docs/intervention.md)"
+)
+
+
+def corpus_tags(tracks: pd.DataFrame) -> set[str]:
+    """Every tag some track of the corpus carries."""
+    if "tags" not in tracks.columns:
+        return set()
+    return {str(t) for tags in tracks["tags"] for t in list(tags if tags is not None else [])}
+
+
+def required_tags(entry: InterventionConfig) -> list[str]:
+    """The corpus tags an intervention cannot run without: a transfer reference chosen by
+    tag, features chosen by detection of a tag."""
+    tags = []
+    strategy = STRATEGIES.get(entry.strategy)
+    if strategy.needs_reference:
+        options = strategy.options(entry.options, f"intervene.interventions[{entry.name}]")
+        if options.reference_tag:
+            tags.append(options.reference_tag)
+    if entry.features.by == "detection":
+        tags.append(entry.features.tag)
+    return tags
+
+
+def _concept_missing(entry: InterventionConfig, tracks: pd.DataFrame) -> bool:
+    """True (after one warning naming the tag and the fix) when a tag the intervention
+    needs is carried by no track: an untagged corpus skips it instead of failing the run."""
+    have = corpus_tags(tracks)
+    missing = [t for t in required_tags(entry) if t not in have]
+    if missing:
+        logger.warning(
+            "intervene: intervention %s skipped: no track of this corpus carries the tag %s; %s",
+            entry.name,
+            " or ".join(repr(t) for t in missing),
+            MISSING_FIX,
+        )
+    return bool(missing)
+
+
+def _concept_test(
+    entry: InterventionConfig,
+    adapter: SteerableModel,
+    sae: SparseAutoencoder,
+    layer: int,
+    cfg: SteeringConfig,
+    context: SelectionContext,
+    tracks: pd.DataFrame,
+    codes: CodesStore,
+    sae_id: str,
+) -> InterventionOutcome | None:
+    """The specificity test, or None (after one warning) when the tag cannot be tested:
+    both splits need tracks with and without it."""
+    tag = entry.features.tag
+    detection = context.detection(tag)
+    if detection is None or detection.empty:
+        logger.warning(
+            "intervene: intervention %s skipped: the tag %r cannot be tested on this corpus "
+            "(training and held-out tracks both need some with and some without it, and a "
+            "feature must tell them apart on training tracks); %s",
+            entry.name,
+            tag,
+            MISSING_FIX,
+        )
+        return None
+    policy = cfg.positions or adapter.positions_policies[0]
+    result = run_concept_test(
+        adapter,
+        sae,
+        layer,
+        entry,
+        cfg,
+        detection,
+        np.asarray(context.density_F),
+        tracks,
+        codes,
+        policy,
+    )
+    table = result.table.reindex(columns=list(EFFECT_COLUMNS))
+    return InterventionOutcome(
+        entry.site,
+        entry.name,
+        fingerprint(entry, cfg, sae_id),
+        table,
+        result.audio,
+        int(adapter.sample_rate),
+    )
 
 
 def _prompts(entry: InterventionConfig, tracks: pd.DataFrame) -> list[str]:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from musicsae_kedro.models.base import ModelConfig
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
     from matplotlib.figure import Figure
 
@@ -40,18 +39,29 @@ def steer_site(
     """Run the site's interventions (``steer.site.steer_site``), one committed outcome
     each; a rerun skips those whose committed fingerprint (config, sampling, SAE) is
     unchanged."""
-    from musicsae_kedro.splits import TRAIN
+    import numpy as np
+
+    from musicsae_kedro.splits import HELDOUT, TRAIN
     from musicsae_kedro.steer import site as steering
     from musicsae_kedro.steer.config import steering_config
+    from musicsae_kedro.steer.detection import TrainingStats, UnitMeans
 
-    def density_F() -> np.ndarray:
+    def units(split: str) -> UnitMeans | None:
+        if not feature_stats.path(split).exists():
+            return None
+        with feature_stats.open(split) as stats:
+            ids = tuple(stats.unit_track_id(u) for u in range(stats.n_units))
+            return UnitMeans(np.asarray(stats.unit_means(), dtype=np.float64), ids)
+
+    def training_stats() -> TrainingStats:
         with feature_stats.open(TRAIN) as train:
-            return train.density_F
+            density_F = train.density_F
+        return TrainingStats(density_F, units(TRAIN), units(HELDOUT))
 
     yield from steering.steer_site(
         sae,
         feature_labels,
-        density_F,
+        training_stats,
         tracks,
         codes,
         intervene_progress,
@@ -67,8 +77,14 @@ def summarize_interventions(
 ) -> tuple[pd.DataFrame, str, Figure]:
     """Every configured intervention's committed rows (configured order), a markdown
     summary and the effect-vs-strength figure."""
+    from musicsae_kedro.pipelines.tracking import log_figure, log_run_metrics
     from musicsae_kedro.steer.config import steering_config
-    from musicsae_kedro.steer.summary import combine, effects_figure, effects_markdown
+    from musicsae_kedro.steer.summary import (
+        combine,
+        effects_figure,
+        effects_markdown,
+        specificity,
+    )
 
     cfg = steering_config(intervene)
     by_site = dict(zip(sites, stores, strict=True))
@@ -78,4 +94,28 @@ def summarize_interventions(
         if store is not None and entry.name in store.committed():
             tables.append(store.table(entry.name))
     effects = combine(tables)
-    return effects, effects_markdown(effects), effects_figure(effects)
+    markdown, figure = effects_markdown(effects), effects_figure(effects)
+    # The specificity numbers and the figure also go to the Kedro run in MLflow.
+    table = specificity(effects)
+    log_run_metrics(
+        {
+            f"intervene/{r.intervention}/{r.strength_name}/{column}": getattr(r, column)
+            for r in table.itertuples()
+            for column in SPECIFICITY_METRICS
+        }
+    )
+    log_figure(figure, "intervention_effects.png")
+    return effects, markdown, figure
+
+
+SPECIFICITY_METRICS = (
+    "readout_auroc",
+    "target_effect",
+    "target_low",
+    "target_high",
+    "target_percentile",
+    "control_median",
+    "positive_effect",
+    "target_ce_delta",
+    "target_codes_changed",
+)
