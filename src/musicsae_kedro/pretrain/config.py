@@ -73,6 +73,14 @@ class MusicgenTrainConfig(ParamsModel):
     """Held-out clips per evaluation."""
     seed: int = 0
     """Seeds the weights, the batches and the dropout."""
+    time_budget_minutes: PositiveFloat | None = None
+    """Wall-clock minutes one invocation may train before it saves and stops (``None``:
+    until early stopping or ``steps``); running it again continues."""
+    checkpoint_minutes: PositiveFloat = 3.0
+    """Wall-clock minutes between checkpoints (and one when an invocation stops)."""
+    checkpoint_path: str | None = "data/06_models/pretrain/musicgen-synth.ckpt"
+    """Training checkpoint (continued by a rerun of the same configuration; ``None``:
+    no checkpoints)."""
 
 
 class RaveTrainConfig(ParamsModel):

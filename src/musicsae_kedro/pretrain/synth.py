@@ -49,11 +49,11 @@ from musicsae_kedro.pretrain.config import (
 )
 from musicsae_kedro.pretrain.corpus import SynthClips, render_corpus
 from musicsae_kedro.pretrain.evidence import musicgen_evidence, rave_evidence
+from musicsae_kedro.pretrain.lm_training import train_musicgen
 from musicsae_kedro.pretrain.musicgen_lm import (
     build_synth_musicgen,
     encode_clips,
     fit_synth_codec,
-    train_musicgen,
 )
 from musicsae_kedro.pretrain.rave_ae import LogFn, arch_config, export_trained, train_rave
 
@@ -91,16 +91,29 @@ def train_musicgen_synth(
         model, tokenizer = build_synth_musicgen(cfg)
         usage = fit_synth_codec(model, train_audio, codec_cfg, cfg.seed)
     codes_NKT = encode_clips(model, corpus.audio_NS)
+    started, load_before = time.perf_counter(), os.getloadavg()
+    data = {
+        "corpus": params.get("corpus"),
+        "codec": params.get("codec_card") or codec_cfg.model_dump(),
+    }
     metrics = train_musicgen(
-        model, tokenizer, codes_NKT, corpus.captions, corpus.heldout_N, cfg, log_fn
+        model, tokenizer, codes_NKT, corpus.captions, corpus.heldout_N, cfg, log_fn, data
     )
-    log_fn({f"final/{k}": v for k, v in metrics.items()}, int(metrics["steps_run"]))
+    history = metrics.pop("history")
+    log_fn(
+        {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+        int(metrics["steps_run"]),
+    )
     card = {
         "name": "musicgen-synth",
         **params,
         "codes_used_per_codebook": usage,
         "metrics": metrics,
+        "heldout_history": history,
         "parameters": sum(p.numel() for p in model.decoder.parameters()),
+        "node_wall_seconds": time.perf_counter() - started,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
         "environment": environment(),
     }
     return MusicgenBundle(model, tokenizer, card), {**metrics, "codes_used": usage}
