@@ -231,3 +231,28 @@ class CodecEvidenceConfig(ParamsModel):
     """Stratified bootstrap draws of every AUROC interval."""
     probe_seed: int = 0
     """Seeds the probes' inner folds and the bootstrap."""
+
+
+class GenerationEvidenceConfig(ParamsModel):
+    """Readouts of MusicGen-synth's generations: the captions of tracks rendered from a
+    seed disjoint from training, one generation each."""
+
+    n_prompts: PositiveInt = 120
+    """Captions (tracks of the ``seed`` rendering) generated from."""
+    seed: int = 1
+    """Render seed of the prompt tracks (must differ from the training corpus's) and the
+    base of the sampling seeds."""
+    guidance_scale: float = Field(3.0, ge=1.0)
+    """Classifier-free guidance scale (MusicGen's default is 3)."""
+    top_k: PositiveInt = 50
+    """Sampling from the ``top_k`` most likely codes."""
+    temperature: PositiveFloat = 1.0
+    """Sampling temperature."""
+    batch_size: PositiveInt = 40
+    """Captions per ``generate`` call."""
+    probe_train_clips: PositiveInt = 600
+    """Training-split clips the readouts' probes are fitted on."""
+    bootstrap: PositiveInt = 2000
+    """Bootstrap draws of every interval."""
+    probe_seed: int = 0
+    """Seeds the probes' inner folds and the bootstrap."""

@@ -43,12 +43,14 @@ from musicsae_kedro.pretrain.config import (
     CodecFitConfig,
     CodecTrainConfig,
     EvidenceConfig,
+    GenerationEvidenceConfig,
     MusicgenTrainConfig,
     PretrainCorpusConfig,
     RaveTrainConfig,
 )
 from musicsae_kedro.pretrain.corpus import SynthClips, render_corpus
 from musicsae_kedro.pretrain.evidence import musicgen_evidence, rave_evidence
+from musicsae_kedro.pretrain.generation_evidence import generation_evidence
 from musicsae_kedro.pretrain.lm_training import train_musicgen
 from musicsae_kedro.pretrain.musicgen_lm import (
     build_synth_musicgen,
@@ -117,6 +119,44 @@ def train_musicgen_synth(
         "environment": environment(),
     }
     return MusicgenBundle(model, tokenizer, card), {**metrics, "codes_used": usage}
+
+
+def musicgen_synth_generation_evidence(
+    bundle: MusicgenBundle,
+    corpus: SynthClips,
+    corpus_cfg: PretrainCorpusConfig,
+    cfg: GenerationEvidenceConfig,
+    n_examples: int = 10,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Generate from the captions of tracks rendered from a disjoint seed and read the
+    labels back (``generation_evidence``); also returns the first ``n_examples``
+    generations as listenable clips named by their captions."""
+    if cfg.seed == corpus_cfg.seed:
+        raise MusicSAEError(
+            "parameters pretrain.generation_evidence.seed",
+            f"seed {cfg.seed} is the training corpus's: its captions are not held out",
+            "use another seed",
+        )
+    prompts = render_corpus(
+        corpus_cfg.model_copy(update={"n_tracks": cfg.n_prompts, "seed": cfg.seed})
+    )
+    evidence = generation_evidence(
+        bundle.model,
+        bundle.tokenizer,
+        corpus.split(False),
+        prompts,
+        make_config().vocabularies(),
+        cfg,
+    )
+    audio_NS = evidence.pop("audio_NS")
+    clips = {
+        f"{i:02d}-" + "-".join(prompts.captions[i].replace(",", "").split())[:80]: audio_NS[i]
+        for i in range(min(n_examples, len(audio_NS)))
+    }
+    return {**evidence, "model_card_metrics": bundle.card.get("metrics")}, {
+        "sample_rate": prompts.sample_rate,
+        "clips": clips,
+    }
 
 
 def train_rave_synth(
