@@ -58,7 +58,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             task(
                 musicgen_synth_evidence,
-                musicgen_synth_generation_evidence,
                 ["pretrain.musicgen_synth", "pretrain.corpus", "params:pretrain"],
                 "pretrain.musicgen_synth_evidence",
                 name="musicgen_synth_evidence",
