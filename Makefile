@@ -10,13 +10,19 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 VENV := .venv
 
-.PHONY: venv demo test lint viz mlflow-ui clean-demo
+.PHONY: venv demo evaluate test lint viz mlflow-ui clean-demo
 
 venv:
 	@./scripts/bootstrap.sh
 
 demo: venv
 	$(VENV)/bin/kedro run
+
+# The evaluation env, limited to what the concept ladders need (docs/evaluation.md,
+# "Evaluation env"): preprocess, extract and train on 2,000 tracks, then the ladders.
+evaluate: venv
+	$(VENV)/bin/kedro run --env evaluate \
+	  --to-nodes musicgen.l1.concept_ladder,musicgen.l2.concept_ladder,rave.l16.concept_ladder
 
 test: venv
 	$(VENV)/bin/python -m pytest -q

@@ -23,6 +23,7 @@ from musicsae_kedro.ablation.pitch_patching import (
     pitch_patching,
 )
 from musicsae_kedro.ablation.reports import pitch_patching_markdown
+from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.models import ModelConfig, load_adapter
 
 RATE = 8000
@@ -117,6 +118,41 @@ def test_channel_mask_patches_only_its_channels(rave):
     mixed = transplant(acts_a, mask)(acts_b)
     assert torch.equal(mixed[:, [0, 3]], acts_a[:, [0, 3]])
     assert torch.equal(mixed[:, 1:3], acts_b[:, 1:3])
+
+
+def test_patched_runs_resume_after_the_shared_prefix(rave, monkeypatch):
+    z_BZT = torch.randn(2, rave.model.latent_size, 5, generator=torch.Generator().manual_seed(4))
+    site, earlier = "decoder.net.8.residual", "decoder.net.3"
+    prefixes = []
+    compute = rave.prefix
+    monkeypatch.setattr(
+        rave, "prefix", lambda z, block: prefixes.append(block) or compute(z, block)
+    )
+    patcher = RavePatcher(rave)
+    for scale in (2.0, 3.0):
+        resumed = patcher.run(z_BZT, {site: lambda h, s=scale: s * h})
+        full = rave.decode_with_patches(z_BZT, {site: lambda h, s=scale: s * h})
+        np.testing.assert_array_equal(resumed, full)
+    assert prefixes == [8]  # computed once for both patched runs
+    # An earlier patched block, or latents changed in place, mean a new prefix.
+    np.testing.assert_array_equal(
+        patcher.run(z_BZT, {earlier: torch.zeros_like}),
+        rave.decode_with_patches(z_BZT, {earlier: torch.zeros_like}),
+    )
+    z_BZT.mul_(0.5)
+    np.testing.assert_array_equal(
+        patcher.run(z_BZT, {earlier: torch.zeros_like}),
+        rave.decode_with_patches(z_BZT, {earlier: torch.zeros_like}),
+    )
+    assert prefixes == [8, 3, 3]
+
+
+def test_a_resumed_run_refuses_sites_before_its_block(rave):
+    z_BZT = torch.randn(1, rave.model.latent_size, 4, generator=torch.Generator().manual_seed(5))
+    start = rave.prefix(z_BZT, 8)
+    early = rave.site_names().index("decoder.net.3")
+    with pytest.raises(MusicSAEError, match="before block 8"):
+        rave.model.run(z_BZT, record={early}, start=start)
 
 
 # --------------------------------------------------------------------------- pitch

@@ -4,7 +4,7 @@
 synthetic audio and ground-truth tags, the manifest (tracks table with the held-out
 split), activation stores per split whose rows carry a planted direction for one concept
 (``instrument:piano``), and a TopK SAE whose feature ``PIANO_FEATURE`` reads that
-direction, so that statistics, labels and concept recovery have a known answer.
+direction, so that statistics, labels and the concept ladder have a known answer.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def interpret_params(**overrides: dict) -> dict:
         "enrichment": {"alpha": 0.05, "max_terms": 2},
         "llm": {"enabled": False},
         "clap": {"spec": "debug", "clips_per_feature": 2, "random_clips": 4, "batch_size": 4},
-        "ground_truth": {"concepts": ["instrument", "tempo"], "null_permutations": 20},
+        "ground_truth": {"concepts": ["instrument", "tempo"]},
         "report": {"max_features": 6, "clips_per_feature": 2, "audio_format": "ogg"},
     }
     for key, value in overrides.items():

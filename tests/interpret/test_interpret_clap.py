@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from musicsae_kedro.clap.config import ClapConfig
-from musicsae_kedro.clap.scorer import ClapScorer, build_debug_clap
+from musicsae_kedro.clap.scorer import CLAP_FORMATS, ClapScorer, build_debug_clap
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.interpret.clap_margins import (
     RANDOM_CLAP,
@@ -145,6 +145,42 @@ def test_random_baseline_clips_are_distinct_and_seeded():
 def test_unknown_spec_is_loaded_from_pretrained_and_fails_clearly(tmp_path):
     with pytest.raises(MusicSAEError, match="cannot load a CLAP model"):
         ClapScorer.load(ClapConfig(spec=str(tmp_path / "no-such-model")))
+
+
+def test_a_clap_folder_is_loaded_by_the_format_its_config_names(tmp_path):
+    assert {"clap", "clap-synth"} <= set(CLAP_FORMATS.names())
+    (tmp_path / "config.json").write_text('{"model_type": "encodec"}')
+    with pytest.raises(MusicSAEError, match="not a CLAP format"):
+        ClapScorer.load(ClapConfig(spec=str(tmp_path)))
+    with pytest.raises(MusicSAEError, match="no embedded model"):
+        ClapScorer.load(ClapConfig(spec="embedded:no-such-clap"))
+
+
+def test_the_shipped_clap_synth_is_trained_and_hears_the_corpus_labels():
+    """The demo's CLAP on clips it never saw (rendered from seed 7): real margins."""
+    from musicsae_kedro.pretrain.config import PretrainCorpusConfig
+    from musicsae_kedro.pretrain.corpus import render_corpus
+
+    cfg = ClapConfig(spec="embedded:clap-synth")
+    assert cfg.measures
+    scorer = ClapScorer.load(cfg)
+    assert scorer.weights_trained and scorer.sample_rate == 8000
+    fresh = render_corpus(PretrainCorpusConfig(n_tracks=40, sample_rate=8000, seed=7))
+    audio_E = scorer.audio_embeddings(list(fresh.audio_NS))
+    assert np.isfinite(audio_E).all()
+    for concept, values in {
+        "register": ("low", "mid", "high"),
+        "loudness": ("quiet", "loud"),
+    }.items():
+        column = fresh.concepts.index(concept)
+        text_E = scorer.text_embeddings([f"{concept}: {v}" for v in values])
+        predicted = (audio_E @ text_E.T).argmax(axis=1)
+        assert (predicted == fresh.labels_NC[:, column]).mean() >= 0.8, concept
+        # The margin of a label on its own clips against all clips is positive.
+        for v in range(len(values)):
+            own = fresh.labels_NC[:, column] == v
+            margin = (audio_E[own] @ text_E[v]).mean() - (audio_E @ text_E[v]).mean()
+            assert margin > 0, (concept, values[v])
 
 
 def test_a_random_clap_measures_nothing_and_says_so_once(tmp_path, caplog):

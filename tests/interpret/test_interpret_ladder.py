@@ -108,3 +108,22 @@ def test_random_twin_shares_the_codec_and_leaves_the_model_alone(family):
     assert np.array_equal(before.acts_BRD[1].numpy(), after.acts_BRD[1].numpy())
     assert mixed.acts_BRD[1].shape == before.acts_BRD[1].shape
     assert not np.allclose(mixed.acts_BRD[1].numpy(), before.acts_BRD[1].numpy())
+
+
+def test_varied_captions_are_flagged(tmp_path, caplog):
+    world = make_world(tmp_path / "world", n_tracks=30)
+    codes = write_codes(tmp_path / "codes", world.tracks)
+    tracks = world.tracks.assign(text=[f"caption {i}" for i in range(len(world.tracks))])
+    cfg = SiteLadderConfig(n_resamples=50, n_repeats=1, n_folds=3, random_twin=False, audio=False)
+    model = ModelConfig(family="musicgen", spec="debug")
+    report = site_ladder(
+        world.activations, world.sae, tracks, world.clips, codes, model, cfg, ("instrument",)
+    )
+    assert report.headlines["settings"]["fixed_caption"] is False
+    assert any("different texts" in note for note in report.headlines["notes"])
+    assert "inflated" in caplog.text
+
+
+def test_one_caption_is_a_fixed_caption_measurement(ladder):
+    assert ladder.headlines["settings"]["fixed_caption"] is True
+    assert not any("different texts" in note for note in ladder.headlines["notes"])

@@ -74,6 +74,6 @@ def test_notebook_runs_against_a_project(tmp_path, monkeypatch, capsys, small_pr
     assert namespace["sae"].site == SITE
     assert namespace["labels"]["feature"].nunique() >= 1
     assert namespace["page"] == data / "08_reporting" / SITE / "report.html"
-    assert "concept recovery" in capsys.readouterr().out
+    assert "concept ladder:" in capsys.readouterr().out
     # The ladder went through its catalog factory into the site's reporting folder.
     assert (data / "08_reporting" / SITE / "ladder_headlines.json").is_file()

@@ -37,7 +37,6 @@ OUTPUTS = (
     "tag_labels",
     "llm_labels",
     "feature_labels",
-    "concept_recovery",
     "concept_ladder",
 )
 LADDER = {"n_resamples": 50, "n_repeats": 1, "n_folds": 3}
@@ -105,7 +104,6 @@ def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking
             "label_by_tags",
             "label_by_llm",
             "score_labels",
-            "concept_recovery",
             "concept_ladder",
             "feature_report",
         )
@@ -137,9 +135,7 @@ def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking
     assert len(labels) == len(tags) + len(llm)
     scored = labels.set_index(["feature", "source"]).loc[(PIANO_FEATURE, "tag_enrichment")]
     assert pd.notna(scored["clap_margin"]) and scored["clap_clips"] >= 1
-    recovery = json.loads((data / f"08_reporting/{SITE}/concept_recovery.json").read_text())
-    piano_concept = next(r for r in recovery["concepts"] if r["concept"] == "instrument:piano")
-    assert piano_concept["feature"] == PIANO_FEATURE and piano_concept["recovered"]
+    assert not (data / f"08_reporting/{SITE}/concept_recovery.json").exists()
     page = data / f"08_reporting/{SITE}/report.html"
     assert f'id="feature-{PIANO_FEATURE}"' in page.read_text()
     assert 'id="ladder"' in page.read_text()
@@ -153,18 +149,18 @@ def test_pipeline_runs_every_node_and_tracks_into_the_sae_run(tmp_path, tracking
 
     # MLflow: interpretation numbers sit in the SAE's own run, next to its eval metrics.
     run = mlflow.get_run(tracking)
-    assert run.data.metrics["interpret/concept_recovery"] == recovery["concept_recovery"]
+    concepts_present = len(headlines["concepts_present"])
+    assert run.data.metrics["ladder/concepts_present"] == concepts_present
     assert run.data.metrics["eval/explained_variance"] == 0.9
     # ... and on the SAE's logged model: the concept headline in the model view
     [model] = mlflow.search_logged_models(output_format="list")
     on_model = {m.key: m.value for m in model.metrics}
-    assert on_model["interpret/concept_recovery"] == recovery["concept_recovery"]
+    assert on_model["ladder/concepts_present"] == concepts_present
+    assert not any(key.startswith("interpret/concept_recovery") for key in run.data.metrics)
     assert run.data.metrics["interpret/labelled_features"] == labels["feature"].nunique()
     assert run.data.tags["interpret.fixed_caption"] == "true"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(tracking)}
-    assert "concept_recovery.json" in artifacts
     assert {"ladder_headlines.json", "ladder_table.json"} <= artifacts
-    assert run.data.metrics["ladder/concepts_present"] == len(headlines["concepts_present"])
     assert run.data.tags["ladder.pooling"] == "mean"
 
     # The API key is nowhere: logs, outputs, the LLM cache, the tracking store.
@@ -198,7 +194,7 @@ def test_a_site_without_candidates_still_gets_every_output(tmp_path):
     assert labels.empty and "clap_margin" in labels.columns
     page = (tmp_path / "data/08_reporting" / SITE / "report.html").read_text()
     assert "No candidate feature" in page
-    recovery = json.loads(
-        (tmp_path / "data/08_reporting" / SITE / "concept_recovery.json").read_text()
+    headlines = json.loads(
+        (tmp_path / "data/08_reporting" / SITE / "ladder_headlines.json").read_text()
     )
-    assert recovery["available"]
+    assert headlines["available"]

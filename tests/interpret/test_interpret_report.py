@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
@@ -19,6 +20,7 @@ from musicsae_kedro.interpret.activity import top_clips
 from musicsae_kedro.interpret.clip_audio import ClipAudio
 from musicsae_kedro.interpret.config import ReportConfig, StatsConfig
 from musicsae_kedro.interpret.labels import label_row, label_table
+from musicsae_kedro.interpret.ladder_site import LadderReport
 from musicsae_kedro.interpret.report import (
     MEDIA_DIR,
     REPORT_FILE,
@@ -85,32 +87,11 @@ def site(tmp_path_factory):
     labels["clap_top"] = [0.2, 0.9, 0.1, np.nan]
     labels["clap_random"] = [0.1, 0.1, 0.2, np.nan]
     labels["clap_margin"] = labels["clap_top"] - labels["clap_random"]
-    recovery = {
-        "available": True,
-        "fixed_caption": True,
-        "threshold": 0.75,
-        "n_concepts": 1,
-        "concept_recovery": 1.0,
-        "null_recovery_mean": 0.1,
-        "mean_heldout_auroc": 1.0,
-        "null_mean_heldout_auroc": 0.5,
-        "concepts": [
-            {
-                "concept": "instrument:piano",
-                "feature": PIANO_FEATURE,
-                "train_auroc": 1.0,
-                "heldout_auroc": 1.0,
-                "null_mean": 0.5,
-                "null_p95": 0.7,
-                "recovered": True,
-            }
-        ],
-    }
-    return world, sink.stats_set, labels, recovery, root
+    return world, sink.stats_set, labels, root
 
 
 def _render(site, out: Path, cfg: ReportConfig) -> Path:
-    world, stats_set, labels, recovery, _ = site
+    world, stats_set, labels, _ = site
     audio = ClipAudio(world.clips)
     with stats_set.open("train") as stats, world.activations.open("train") as store:
         features = report_features(labels, cfg)
@@ -119,7 +100,7 @@ def _render(site, out: Path, cfg: ReportConfig) -> Path:
         )
         media = export_clips(clips, audio, cfg)
         summary = {"explained_variance": 0.9, "l0": 4.0, "dead_fraction": 0.0, "k": 4}
-        report = render_report("musicgen.l1", summary, stats, labels, recovery, clips, media, cfg)
+        report = render_report("musicgen.l1", summary, stats, labels, clips, media, cfg)
     return write_report(out, report)
 
 
@@ -169,7 +150,8 @@ def test_report_loads_cleanly_with_playable_audio(browser, site, tmp_path):
     assert cards == [f"feature-{PIANO_FEATURE}", "feature-7"]
     assert page.locator(f"#feature-{PIANO_FEATURE} svg.chart polyline").count() == 2
     assert page.locator("#summary svg.chart rect.bar").count() > 0
-    assert "1 of 1 concepts recovered" in page.locator("#concepts").inner_text()
+    # Concept recovery is gone: the concept ladder is the report's concept evidence.
+    assert page.locator("#concepts").count() == 0
     page.close()
 
 
@@ -197,22 +179,29 @@ def test_rewriting_drops_stale_clips_and_empty_reports_load(browser, site, tmp_p
     assert stale and all(p.suffix == ".wav" for p in stale)
     _render(site, out, ReportConfig(clips_per_feature=1, audio_format="ogg"))
     assert all(p.suffix == ".ogg" for p in (out / MEDIA_DIR).iterdir())
-    _, stats_set, labels, _, _ = site
+    _, stats_set, labels, _ = site
     with stats_set.open("train") as stats:
         empty = render_report(
-            "s", {}, stats, labels.iloc[0:0], {"available": False}, {}, {}, ReportConfig()
+            "s",
+            {},
+            stats,
+            labels.iloc[0:0],
+            {},
+            {},
+            ReportConfig(),
+            ladder=LadderReport(pd.DataFrame(), "", {"site": "s", "available": False}),
         )
     page_path = write_report(tmp_path / "empty", empty)
     assert page_path.name == REPORT_FILE
     page, problems = _open(browser, page_path)
     assert problems == []
     assert "No candidate feature" in page.locator("#features").inner_text()
-    assert "no ground-truth tags" in page.locator("#concepts").inner_text()
+    assert "No concept ladder" in page.locator("#ladder").inner_text()
     page.close()
 
 
 def test_best_label_is_chosen_by_margin_then_source(site):
-    _, _, labels, _, _ = site
+    _, _, labels, _ = site
     best = best_labels(labels).set_index("feature")
     assert best.loc[PIANO_FEATURE, "source"] == "llm:test-model"
     assert best.loc[7, "source"] == "tag_enrichment"  # the LLM row failed

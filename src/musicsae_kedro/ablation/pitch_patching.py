@@ -208,7 +208,9 @@ def pitch_patching(
                 clean_NS[start : start + cfg.batch_size],
                 shifted_NS[start : start + cfg.batch_size],
             )
-            z_clean, z_shifted = adapter.encode_audio(clean), adapter.encode_audio(shifted)
+            # Tensors: the patcher reuses the clean latents' unpatched decoder prefix.
+            z_clean = torch.as_tensor(adapter.encode_audio(clean))
+            z_shifted = torch.as_tensor(adapter.encode_audio(shifted))
             acts_clean = patcher.record(z_clean, sites)
             acts_shifted = patcher.record(z_shifted, sites)
             out_clean, out_shifted = adapter.decode(z_clean), adapter.decode(z_shifted)

@@ -2,37 +2,61 @@
 audio against text (interpret's label margins, steering's re-measurement, ablation's
 generation scores).
 
-Models (transformers ``ClapModel``): ``debug`` builds a tiny random CLAP offline (tests,
-demo: its margins carry no meaning, so interpret reports them as not measured:
-``ClapConfig.measures``, ``ClapScorer.weights_trained``); any other spec is loaded with
-``from_pretrained`` (a local folder, or a hub id such as ``laion/clap-htsat-unfused``,
-not exercised here).
+Models: ``debug`` builds a tiny random transformers ``ClapModel`` offline (tests: its
+margins carry no meaning, so interpret reports them as not measured:
+``ClapConfig.measures``, ``ClapScorer.weights_trained``); ``embedded:<name>`` and local
+folders are loaded by the format their ``config.json`` names (``CLAP_FORMATS``:
+``clap-synth``, the small CLAP trained on the synthetic corpus and the demo's default,
+``clap/synth_model.py``; ``clap``, transformers' ``from_pretrained``); a hub id such as
+``laion/clap-htsat-unfused`` goes to ``from_pretrained`` (not exercised here).
+
+Every model honours one protocol (``ClapModelLike``): ``get_text_features(input_ids,
+attention_mask)`` and ``get_audio_features(**extractor outputs)`` return projections in
+a shared space; the feature extractor is called on mono clips at its ``sampling_rate``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from musicsae_kedro.clap.config import ClapConfig
 from musicsae_kedro.errors import MusicSAEError
+from musicsae_kedro.models.base import ModelSpec
 from musicsae_kedro.registry import Registry
+
+
+class ClapModelLike(Protocol):
+    """What the scorer calls on a CLAP model (transformers ``ClapModel`` and
+    ``clap-synth``'s ``SynthClap`` both are)."""
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        """Text projections ``[N, E]`` (or an output whose ``pooler_output`` they are)."""
+
+    def get_audio_features(self, **features: torch.Tensor) -> Any:
+        """Audio projections ``[N, E]`` of the feature extractor's outputs."""
 
 
 @dataclass
 class ClapParts:
-    """What scoring needs: the model, its tokenizer and its audio feature extractor."""
+    """What scoring needs: the model, its tokenizer and its audio feature extractor
+    (called on a list of mono clips at its ``sampling_rate``)."""
 
-    model: Any
+    model: ClapModelLike
     tokenizer: Any
     feature_extractor: Any
 
 
 CLAP_BUILDERS: Registry[Callable[[ClapConfig], ClapParts]] = Registry("CLAP model")
+"""Specs built in memory (``debug``)."""
+CLAP_FORMATS: Registry[Callable[[str], ClapParts]] = Registry("CLAP folder format")
+"""Loaders of saved CLAPs by the ``model_type`` of their ``config.json``."""
 
 
 @CLAP_BUILDERS.register("debug")
@@ -78,6 +102,15 @@ def build_debug_clap(cfg: ClapConfig) -> ClapParts:
     return ClapParts(model, tokenizer, extractor)
 
 
+@CLAP_FORMATS.register("clap-synth")
+def load_clap_synth(path: str) -> ClapParts:
+    """A ``clap-synth`` folder (``embedded:clap-synth``, trained by ``pretrain``)."""
+    from musicsae_kedro.clap.synth_model import load_synth_clap
+
+    return ClapParts(*load_synth_clap(Path(path)))
+
+
+@CLAP_FORMATS.register("clap")
 def build_pretrained_clap(spec: str) -> ClapParts:
     """``from_pretrained`` of a local folder or hub id (model, tokenizer, extractor)."""
     from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
@@ -92,10 +125,38 @@ def build_pretrained_clap(spec: str) -> ClapParts:
         raise MusicSAEError(
             spec,
             f"cannot load a CLAP model from here ({type(exc).__name__}: {exc})",
-            "set interpret.clap.spec to debug, to a folder written by save_pretrained, or to "
-            "a hub id such as laion/clap-htsat-unfused (where the hub is unreachable, download "
-            "it first and give the folder)",
+            "set interpret.clap.spec to embedded:clap-synth, debug, a folder written by "
+            "save_pretrained, or a hub id such as laion/clap-htsat-unfused (where the hub is "
+            "unreachable, download it first and give the folder)",
         ) from exc
+
+
+def load_saved_clap(spec: str) -> ClapParts:
+    """``embedded:<name>``, a local folder (by its ``config.json``'s ``model_type``) or a
+    hub id (transformers)."""
+    try:
+        parsed = ModelSpec.parse(spec)
+    except MusicSAEError as exc:
+        raise MusicSAEError(
+            spec,
+            f"cannot load a CLAP model from here ({exc})",
+            "set the CLAP spec to embedded:clap-synth, debug, a CLAP folder or a hub id",
+        ) from exc
+    config = Path(parsed.path) / "config.json"
+    model_type = (
+        json.loads(config.read_text()).get("model_type", "clap")
+        if parsed.kind in ("embedded", "local") and config.is_file()
+        else "clap"
+    )
+    if model_type not in CLAP_FORMATS:
+        raise MusicSAEError(
+            spec,
+            f"config.json names model_type {model_type!r}, not a CLAP format "
+            f"({', '.join(CLAP_FORMATS.names())})",
+            "point the CLAP spec at a CLAP folder (embedded:clap-synth, or a ClapModel's "
+            "save_pretrained folder)",
+        )
+    return CLAP_FORMATS.get(model_type)(parsed.path)
 
 
 def _pooled(output: Any) -> torch.Tensor:
@@ -130,7 +191,7 @@ class ClapScorer:
         if cfg.spec in CLAP_BUILDERS:
             parts = CLAP_BUILDERS.get(cfg.spec)(cfg)
         else:
-            parts = build_pretrained_clap(cfg.spec)
+            parts = load_saved_clap(cfg.spec)
         return cls(parts, cfg.device, cfg.batch_size, cfg.seed, cfg.measures)
 
     @torch.no_grad()

@@ -25,6 +25,7 @@ _MODULES = {
     "LLMCacheDataset": "interpret",
     "LadderReportDataset": "ladder",
     "LLMEndpointDataset": "interpret",
+    "ClapBundleDataset": "pretrain",
     "EncodecBundleDataset": "pretrain",
     "MusicgenBundleDataset": "pretrain",
     "RaveExportDataset": "pretrain",

@@ -9,12 +9,15 @@ from typing import Any
 from kedro.io import AbstractDataset
 
 from musicsae_kedro.pretrain.artifacts import (
+    ClapBundle,
     EncodecBundle,
     MusicgenBundle,
     RaveExport,
+    load_clap_bundle,
     load_encodec_bundle,
     load_musicgen_bundle,
     load_rave_export,
+    save_clap_bundle,
     save_encodec_bundle,
     save_musicgen_bundle,
     save_rave_export,
@@ -109,6 +112,26 @@ class ClipFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
 
     def _exists(self) -> bool:
         return self._path.is_dir() and any(self._path.glob("*.wav"))
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class ClapBundleDataset(AbstractDataset[ClapBundle, ClapBundle]):
+    """The trained ``clap-synth`` folder (weights, tokenizer, ``card.json``)."""
+
+    def __init__(self, *, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> ClapBundle:
+        return load_clap_bundle(self._path)
+
+    def save(self, data: ClapBundle) -> None:
+        save_clap_bundle(data, self._path)
+
+    def _exists(self) -> bool:
+        return (self._path / "config.json").exists()
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}

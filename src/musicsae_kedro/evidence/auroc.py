@@ -5,9 +5,6 @@ ties: the probability that a random positive scores above a random negative, tie
 counting one half. 0.5 is chance, 1 a perfect detector; a feature that never fires
 (all ties) scores exactly 0.5. A row with no positive or no negative has no AUROC: NaN,
 never 0.5, so an empty class cannot pass for chance.
-
-The same definition as ``interpret.ground_truth.auroc_from_ranks``; this module is the
-shared one.
 """
 
 from __future__ import annotations

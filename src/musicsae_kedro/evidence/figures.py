@@ -22,7 +22,8 @@ from musicsae_kedro.evidence.ladder import RUNG_ORDER, SINGLE_RUNG
 CHANCE, RECOVERED = 0.5, 0.9
 
 
-def _rungs(table: pd.DataFrame) -> list[str]:
+def rung_columns(table: pd.DataFrame) -> list[str]:
+    """The table's rungs in ladder order (unknown rungs last): the columns of its tables."""
     names = list(dict.fromkeys(table["rung"]))
     return [r for r in RUNG_ORDER if r in names] + [r for r in names if r not in RUNG_ORDER]
 
@@ -40,7 +41,7 @@ def plot_ladder(table: pd.DataFrame, path: str | Path, site: str | None = None) 
     """Write the ladder figure of one site (format from the suffix: .png, .svg, .pdf)."""
     table, site = _one_site(table, site)
     concepts = list(dict.fromkeys(table["concept"]))
-    rungs = _rungs(table)
+    rungs = rung_columns(table)
     measured = [r for r in rungs if (table[table["rung"] == r]["status"] == "measured").any()]
     colours = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(7.5, 1.5 + 0.6 * len(concepts)))
@@ -82,7 +83,8 @@ def plot_ladder(table: pd.DataFrame, path: str | Path, site: str | None = None) 
     return path
 
 
-def _cell(row: pd.Series, digits: int) -> str:
+def ladder_cell(row: pd.Series, digits: int) -> str:
+    """One table cell: ``0.93 [0.88, 0.97]``, or why the rung has no number."""
     if row["status"] != "measured":
         return {"absent": "absent", "too_few": "too few"}.get(row["status"], "n/a")
     return f"{row['auroc']:.{digits}f} [{row['low']:.{digits}f}, {row['high']:.{digits}f}]"
@@ -91,14 +93,14 @@ def _cell(row: pd.Series, digits: int) -> str:
 def ladder_markdown(table: pd.DataFrame, site: str | None = None, digits: int = 2) -> str:
     """Concept x rung table (``0.93 [0.88, 0.97]``) and the single feature with its sign."""
     table, site = _one_site(table, site)
-    rungs = _rungs(table)
+    rungs = rung_columns(table)
     lines = [
         "| concept | " + " | ".join(rungs) + " | single feature |",
         "|---|" + "---|" * (len(rungs) + 1),
     ]
     for concept, rows in table.groupby("concept", sort=False):
         by_rung = rows.set_index("rung")
-        cells = [_cell(by_rung.loc[r], digits) if r in by_rung.index else "" for r in rungs]
+        cells = [ladder_cell(by_rung.loc[r], digits) if r in by_rung.index else "" for r in rungs]
         feature = ""
         if SINGLE_RUNG in by_rung.index and by_rung.loc[SINGLE_RUNG, "status"] == "measured":
             single = by_rung.loc[SINGLE_RUNG]

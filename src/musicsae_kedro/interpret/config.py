@@ -125,18 +125,11 @@ class LLMConfig(ParamsModel):
 
 
 class GroundTruthConfig(ParamsModel):
-    """Concept recovery on a corpus with ground-truth tags (``interpret.ground_truth``)."""
+    """Ground-truth concepts of a corpus with known tags (``interpret.ground_truth``): the
+    concept ladder's default categories."""
 
     concepts: TupleOf[str] = ("instrument", "register", "tempo", "mode", "loudness")
     """Tag categories whose values are concepts (``instrument:piano`` is one concept)."""
-    threshold: float = Field(0.75, ge=0.5, le=1.0)
-    """A concept is recovered when its selected feature's held-out AUROC reaches this."""
-    null_permutations: PositiveInt = 200
-    """Shuffled-label repetitions of the whole select-then-score procedure (the null)."""
-    seed: int = 0
-    """Seeds the label shuffles."""
-    block_features: PositiveInt = 4096
-    """Features ranked at a time (bounds memory on large dictionaries)."""
 
 
 class ReportConfig(ParamsModel):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from musicsae_kedro.evidence.figures import _cell, _rungs
+from musicsae_kedro.evidence.figures import ladder_cell, rung_columns
 
 
 def _e(value: Any) -> str:
@@ -51,13 +51,14 @@ def ladder_section(
         if figure_png
         else ""
     )
-    rungs = _rungs(table)
+    rungs = rung_columns(table)
     head = "<tr><th>concept</th>" + "".join(f"<th>{_e(r)}</th>" for r in rungs) + "</tr>"
     body = []
     for concept, rows in table.groupby("concept", sort=False):
         by_rung = rows.set_index("rung")
         cells = "".join(
-            f"<td>{_e(_cell(by_rung.loc[r], 2)) if r in by_rung.index else ''}</td>" for r in rungs
+            f"<td>{_e(ladder_cell(by_rung.loc[r], 2)) if r in by_rung.index else ''}</td>"
+            for r in rungs
         )
         body.append(f"<tr><td>{_e(concept)}</td>{cells}</tr>")
     return (

@@ -236,6 +236,16 @@ def site_ladder(
         logger.info("%s: no concept among %s: no concept ladder", site, list(categories))
         return LadderReport(pd.DataFrame(), "", {"site": site, "available": False})
     by_id = tracks.assign(track_id=tracks["track_id"].astype(str)).set_index("track_id")
+    texts = [str(by_id.loc[t, "text"]) if "text" in by_id else "" for t in track_ids]
+    # Labels reach the activations through varied captions, not only through the audio.
+    fixed_caption = len(set(texts)) <= 1
+    if not fixed_caption:
+        logger.warning(
+            "%s: tracks were conditioned on different texts, so labels can reach the "
+            "activations through the text: the ladder's model rungs are inflated. Measure "
+            "with preprocess.conditioning.mode: fixed",
+            site,
+        )
     rungs: dict[str, np.ndarray | Pooled] = {}
     timings: dict[str, float] = {}  # wall seconds
     cpu: dict[str, float] = {}  # CPU seconds of this process (all threads)
@@ -256,7 +266,6 @@ def site_ladder(
     if cfg.random_twin:
         layer_index = int(provenance.get("layer", site.rpartition(".l")[2]))
         policy = provenance.get("positions_policy")
-        texts = [str(by_id.loc[t, "text"]) for t in track_ids]
         timed(
             "random_weights",
             lambda: _random_rung(model, codes_by_track, texts, layer_index, policy, cfg),
@@ -290,6 +299,7 @@ def site_ladder(
         "probe_C": cfg.probe_C,
         "n_resamples": cfg.n_resamples,
         "categories": list(categories),
+        "fixed_caption": fixed_caption,
         "seconds": {**timings, "total": round(time.perf_counter() - start, 2)},
         "cpu_seconds": {**cpu, "total": round(time.process_time() - cpu_start, 2)},
     }
@@ -332,6 +342,16 @@ def _random_rung(
     return twin_rows(twin, codes_by_track, texts, layer, policy, cfg)
 
 
+def _caption_note(settings: dict[str, Any]) -> list[str]:
+    if settings.get("fixed_caption", True):
+        return []
+    return [
+        "tracks were conditioned on different texts: labels can reach the activations "
+        "through the text, so the model rungs are inflated (preprocess.conditioning.mode: "
+        "fixed)"
+    ]
+
+
 def ladder_report(ladder: Ladder, settings: dict[str, Any]) -> LadderReport:
     """Table, Markdown, headlines JSON and figure of a ladder."""
     h = ladder.headlines
@@ -345,7 +365,7 @@ def ladder_report(ladder: Ladder, settings: dict[str, Any]) -> LadderReport:
         "sae_fidelity": _interval(h.fidelity),
         "recovery_threshold": h.threshold,
         "absent_rungs": list(ladder.absent_rungs),
-        "notes": [*h.notes, *ladder.notes],
+        "notes": [*h.notes, *ladder.notes, *_caption_note(settings)],
         "metrics": {k: _finite(v) for k, v in h.metrics().items()},
         "settings": settings,
     }

@@ -1,8 +1,8 @@
 """The static HTML feature report of one site: open the file, no server, no script.
 
 Sections: the SAE's summary (explained variance, L0, dead fraction, a histogram of
-feature densities), the concept ladder and concept recovery when the corpus has ground
-truth (docs/evaluation.md), then one card
+feature densities), the concept ladder when the corpus has ground truth
+(docs/evaluation.md), then one card
 per feature: its best label (by CLAP margin) with its source, the other labels, CLAP
 margin, activation rate, density, maximum, and its top training clips as audio players
 with the feature's activation over each clip's time.
@@ -227,42 +227,6 @@ def _ladder(ladder: LadderReport | None) -> str:
     return ladder_section(ladder.table, ladder.headlines, ladder.figure_png)
 
 
-def _recovery_section(recovery: Mapping[str, Any]) -> str:
-    if not recovery.get("available"):
-        return (
-            '<section id="concepts"><h2>Concept recovery</h2><p class="note">The corpus has no '
-            "ground-truth tags of the configured concepts.</p></section>"
-        )
-    warning = (
-        ""
-        if recovery.get("fixed_caption")
-        else '<p class="failed">Tracks were conditioned on different texts: labels can reach '
-        "the activations through the text, so these numbers are inflated. Measure with "
-        "<code>preprocess.conditioning.mode: fixed</code>.</p>"
-    )
-    head = (
-        "<tr><th>concept</th><th>feature</th><th>train AUROC</th><th>held-out AUROC</th>"
-        "<th>null mean</th><th>null p95</th><th>recovered</th></tr>"
-    )
-    body = "".join(
-        f"<tr><td>{_e(r['concept'])}</td><td>{_e(r['feature'])}</td>"
-        f"<td>{_fmt(r['train_auroc'])}</td><td>{_fmt(r['heldout_auroc'])}</td>"
-        f"<td>{_fmt(r['null_mean'])}</td><td>{_fmt(r['null_p95'])}</td>"
-        + ('<td class="ok">yes</td></tr>' if r["recovered"] else '<td class="no">no</td></tr>')
-        for r in recovery.get("concepts", [])
-    )
-    return (
-        '<section id="concepts"><h2>Concept recovery</h2>'
-        f"<p><strong>{_fmt(recovery.get('concept_recovery'))}</strong> of "
-        f"{_e(recovery.get('n_concepts'))} concepts recovered (held-out AUROC &ge; "
-        f"{_fmt(recovery.get('threshold'))}); shuffled-label null: "
-        f"{_fmt(recovery.get('null_recovery_mean'))}. Mean held-out AUROC "
-        f"{_fmt(recovery.get('mean_heldout_auroc'))} (null "
-        f"{_fmt(recovery.get('null_mean_heldout_auroc'))}).</p>{warning}"
-        f"<table>{head}{body}</table></section>"
-    )
-
-
 def _heldout_text(row: Mapping[str, Any]) -> str:
     """``weak: held-out q=0.31, AUROC 0.62 [0.41, 0.80]`` (tag labels only)."""
     if row.get("source") != TAG_SOURCE:
@@ -381,7 +345,6 @@ def render_report(
     sae_summary: Mapping[str, Any],
     stats: FeatureStats,
     labels: pd.DataFrame,
-    recovery: Mapping[str, Any],
     clips: Mapping[int, Sequence[TopClip]],
     media: Mapping[str, bytes],
     cfg: ReportConfig,
@@ -423,7 +386,6 @@ def render_report(
         f"{n_candidates} candidate features, confirmed labels first, then best CLAP margin.</p>"
         f"{_summary_section(site, sae_summary, stats, labels, cfg, window)}"
         f"{_ladder(ladder)}"
-        f"{_recovery_section(recovery)}"
         f"{_intervention_link()}"
         f'<section id="features"><h2>Features</h2>{cards_html}</section>'
         f'<footer class="note" data-report="{_e(meta)}">musicsae-kedro feature report</footer>'

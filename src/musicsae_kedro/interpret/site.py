@@ -1,6 +1,6 @@
 """The interpret pipeline's steps for one site (one trained SAE), each opening the stores
-it reads with ``with``: feature statistics, tag and LLM labels, CLAP scores, concept
-recovery and the HTML report. The Kedro nodes unpack parameters, call these and log the
+it reads with ``with``: feature statistics, tag and LLM labels, CLAP scores and the HTML
+report. The Kedro nodes unpack parameters, call these and log the
 summary numbers to MLflow."""
 
 from __future__ import annotations
@@ -27,14 +27,12 @@ from musicsae_kedro.interpret.clip_audio import ClipAudio
 from musicsae_kedro.interpret.config import (
     CandidateConfig,
     EnrichmentConfig,
-    GroundTruthConfig,
     LLMConfig,
     ReportConfig,
     StatsConfig,
 )
 from musicsae_kedro.interpret.confirmation import confirm_on_heldout
 from musicsae_kedro.interpret.enrichment import enrichment_labels, unit_terms_from_tracks
-from musicsae_kedro.interpret.ground_truth import concept_recovery
 from musicsae_kedro.interpret.labels import OK, TAG_SOURCE, WEAK, label_table
 from musicsae_kedro.interpret.ladder_site import LadderReport
 from musicsae_kedro.interpret.llm import LLMEndpoint, LLMLabeller, clip_evidence, llm_labels
@@ -189,31 +187,9 @@ def _mean(values: pd.Series | None) -> float:
     return float(values.dropna().mean())
 
 
-def site_concept_recovery(
-    stats: FeatureStatsSet, tracks: pd.DataFrame, cfg: GroundTruthConfig
-) -> tuple[dict[str, Any], str]:
-    """Concept recovery (when the corpus has ground-truth tags), and the site."""
-    with stats.open(TRAIN) as train, stats.open(HELDOUT) as heldout:
-        return concept_recovery(train, heldout, tracks, cfg), train.site
-
-
-def recovery_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The summary numbers of an available concept recovery."""
-    return {
-        "interpret/concept_recovery": result["concept_recovery"],
-        "interpret/concept_recovery_null": result["null_recovery_mean"],
-        "interpret/mean_heldout_auroc": result["mean_heldout_auroc"] or math.nan,
-        **{
-            f"interpret/auroc/{category}": values["mean_heldout_auroc"] or math.nan
-            for category, values in result["per_category"].items()
-        },
-    }
-
-
 def site_report(
     feature_labels: pd.DataFrame,
     stats: FeatureStatsSet,
-    concept_recovery: dict[str, Any],
     sae_metrics: dict[str, Any],
     activations: ActivationSet,
     sae: SparseAutoencoder,
@@ -239,7 +215,6 @@ def site_report(
             sae_metrics or {},
             train,
             feature_labels,
-            concept_recovery,
             top,
             media,
             cfg,

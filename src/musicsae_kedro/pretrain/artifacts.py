@@ -123,3 +123,32 @@ def load_rave_export(folder: str | Path) -> RaveExport:
     card_path = folder / CARD_FILE
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     return RaveExport(load_torchscript(exports[0]), card)
+
+
+@dataclass
+class ClapBundle:
+    """The trained ``clap-synth`` (``clap/synth_model.py``), its tokenizer and its card."""
+
+    model: Any
+    tokenizer: PreTrainedTokenizerBase
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+def save_clap_bundle(bundle: ClapBundle, folder: str | Path) -> None:
+    """config.json, model.safetensors, tokenizer files and ``card.json``, the folder
+    replaced whole."""
+    from musicsae_kedro.clap.synth_model import save_synth_clap
+
+    with atomic_folder(Path(folder)) as tmp:
+        save_synth_clap(bundle.model, bundle.tokenizer, tmp)
+        write_json_atomic(tmp / CARD_FILE, bundle.card)
+
+
+def load_clap_bundle(folder: str | Path) -> ClapBundle:
+    from musicsae_kedro.clap.synth_model import load_synth_clap
+
+    folder = Path(folder)
+    model, tokenizer, _ = load_synth_clap(folder)
+    card_path = folder / CARD_FILE
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    return ClapBundle(model, tokenizer, card)

@@ -256,3 +256,50 @@ class GenerationEvidenceConfig(ParamsModel):
     """Bootstrap draws of every interval."""
     probe_seed: int = 0
     """Seeds the probes' inner folds and the bootstrap."""
+
+
+class ClapTrainConfig(ParamsModel):
+    """Contrastive training of ``clap-synth`` (``pretrain/clap_training.py``)."""
+
+    channels: TupleOf[PositiveInt] = (8, 16, 32)
+    """Channels of the audio tower's 2-D conv blocks."""
+    hidden: PositiveInt = 96
+    """Width of the audio tower's temporal convolutions and of the text MLP."""
+    projection_dim: PositiveInt = 64
+    """Dimension of the shared text-audio space."""
+    steps: PositiveInt = 600
+    """Optimizer steps."""
+    batch_size: PositiveInt = 64
+    """Clips (and texts) per step: each the other's negatives."""
+    crop_seconds: PositiveFloat = 1.5
+    """Random crop of every training clip (scoring takes any length)."""
+    lr: PositiveFloat = 2e-3
+    """AdamW learning rate (after a linear warm-up), constant."""
+    weight_decay: float = Field(0.01, ge=0.0)
+    """AdamW weight decay."""
+    warmup_steps: int = Field(50, ge=0)
+    """Linear warm-up steps."""
+    partial_text_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    """Fraction of texts naming a random subset of the clip's labels instead of its
+    caption (so single labels embed meaningfully)."""
+    eval_every: PositiveInt = 100
+    """Steps between held-out evaluations (the best one's weights are kept)."""
+    eval_clips: PositiveInt = 180
+    """Held-out clips (training corpus's held-out split) per evaluation."""
+    log_every: PositiveInt = 20
+    """Steps between training-loss logs."""
+    seed: int = 0
+    """Seeds the weights, the batches, the crops and the texts."""
+
+
+class ClapEvidenceConfig(ParamsModel):
+    """Retrieval evidence of ``clap-synth`` on tracks rendered from a disjoint seed."""
+
+    n_tracks: PositiveInt = 300
+    """Held-out tracks to render."""
+    seed: int = 1
+    """Seed of the held-out corpus (must differ from the training corpus's)."""
+    bootstrap: PositiveInt = 2000
+    """Bootstrap resamples of every interval."""
+    bootstrap_seed: int = 0
+    """Seeds the bootstrap and the random-weights twin."""

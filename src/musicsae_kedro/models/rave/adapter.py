@@ -29,7 +29,7 @@ from musicsae_kedro.models.base import (
 )
 from musicsae_kedro.models.rave import layout
 from musicsae_kedro.models.rave.loading import load_rave
-from musicsae_kedro.models.rave.stepping import PatchFn, RaveSite, SteppedRave
+from musicsae_kedro.models.rave.stepping import PatchFn, Prefix, RaveSite, SteppedRave
 
 
 @FAMILIES.register("rave")
@@ -151,14 +151,22 @@ class RaveAdapter(ModelAdapter):
         return audio_BS.numpy()
 
     def decode_with_patches(
-        self, z_BZT: np.ndarray | torch.Tensor, patches: Mapping[int | str, PatchFn]
+        self,
+        z_BZT: np.ndarray | torch.Tensor,
+        patches: Mapping[int | str, PatchFn],
+        start: Prefix | None = None,
     ) -> np.ndarray:
         """Decode with several sites patched at once (``{site: patch_fn}``, as
-        ``decode_with_patch``); each patch sees the effect of the ones before it."""
+        ``decode_with_patch``); each patch sees the effect of the ones before it.
+        ``start`` (``prefix``) skips the unpatched blocks before the first patch."""
         z = torch.as_tensor(np.asarray(z_BZT), dtype=torch.float32)
         by_index = {self._site_index(site): fn for site, fn in patches.items()}
-        audio_BS, _ = self.model.run(z, patches=by_index)
+        audio_BS, _ = self.model.run(z, patches=by_index, start=start)
         return audio_BS.numpy()
+
+    def prefix(self, z_BZT: np.ndarray | torch.Tensor, block: int) -> Prefix:
+        """The unpatched decoder run up to ``block`` (``SteppedRave.prefix``)."""
+        return self.model.prefix(torch.as_tensor(np.asarray(z_BZT), dtype=torch.float32), block)
 
     def site_activations(
         self, z_BZT: np.ndarray | torch.Tensor, sites: list[int | str]

@@ -46,6 +46,17 @@ class RaveSite:
     """Time steps per latent frame at this site (1 at the latent rate, ``hop`` at audio rate)."""
 
 
+@dataclass(frozen=True)
+class Prefix:
+    """The decoder's activation entering ``block`` for one latent batch (no patch
+    before it): the shared part of every run patched at or after that block."""
+
+    block: int
+    site: int
+    """Index of the block's first site."""
+    x_BCT: torch.Tensor
+
+
 def ordered_children(module: nn.Module) -> list[nn.Module]:
     """Children of a Sequential/ModuleList in index order (works on TorchScript modules,
     whose containers cannot be indexed from Python after loading)."""
@@ -128,20 +139,46 @@ class SteppedRave:
 
     # -- stepping ---------------------------------------------------------------------
 
+    def first_site(self, block: int) -> int:
+        """Index of the first site of ``block`` (its residual branch, else its output)."""
+        return next(i for i, site in enumerate(self.sites) if site.block == block)
+
+    @torch.no_grad()
+    def prefix(self, z_BZT: torch.Tensor, block: int) -> Prefix:
+        """The unpatched run up to the input of ``block``: every run patched only at or
+        after ``block`` shares it, so ``run(..., start=prefix)`` skips those blocks."""
+        reset_streaming_state(self.module)
+        with seeded(self.seed):
+            x = self.module.pre_process_latent(z_BZT.float())
+        for earlier in self.blocks[:block]:
+            x = earlier(x)
+        return Prefix(block, self.first_site(block) if block < len(self.blocks) else -1, x)
+
     @torch.no_grad()
     def run(
         self,
         z_BZT: torch.Tensor,
         record: set[int] | None = None,
         patches: dict[int, PatchFn] | None = None,
+        start: Prefix | None = None,
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Decode block by block: ``(audio_BS, {site index: acts_BCT})``.
 
         ``patches[site](acts_BCT)`` replaces the activation at that site before the rest
         of the decoder runs (a patched residual branch is added to the block input).
+        ``start`` (``prefix(z_BZT, block)``) resumes at its block; every recorded or
+        patched site must lie at or after it.
         """
         record, patches = record or set(), patches or {}
         saved: dict[int, torch.Tensor] = {}
+        if start is not None:
+            early = sorted(i for i in {*record, *patches} if self.sites[i].block < start.block)
+            if early:
+                raise MusicSAEError(
+                    self.source,
+                    f"sites {early} lie before block {start.block}, where this run resumes",
+                    "resume at or before the first recorded or patched block",
+                )
 
         def visit(index: int, acts: torch.Tensor) -> torch.Tensor:
             if index in patches:
@@ -151,10 +188,13 @@ class SteppedRave:
             return acts
 
         reset_streaming_state(self.module)
-        with seeded(self.seed):
-            x = self.module.pre_process_latent(z_BZT.float())
-        site = 0
-        for block in self.blocks:
+        if start is None:
+            with seeded(self.seed):
+                x = self.module.pre_process_latent(z_BZT.float())
+            site, blocks = 0, self.blocks
+        else:
+            x, site, blocks = start.x_BCT, start.site, self.blocks[start.block :]
+        for block in blocks:
             parts = residual_branches(block)
             if parts is None:
                 x = visit(site, block(x))

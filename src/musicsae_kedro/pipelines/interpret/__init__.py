@@ -1,5 +1,5 @@
-"""``interpret``: feature statistics, labels, CLAP scores, concept recovery and the HTML
-report of every trained site."""
+"""``interpret``: feature statistics, labels, CLAP scores, the concept ladder and the
+HTML report of every trained site."""
 
 from musicsae_kedro.pipelines.interpret.pipeline import create_pipeline
 

@@ -113,30 +113,6 @@ def score_labels(
     return scored
 
 
-def recover_concepts(
-    feature_stats: FeatureStatsSet,
-    tracks: pd.DataFrame,
-    sae_metrics: dict[str, Any],
-    interpret: dict[str, Any],
-) -> dict[str, Any]:
-    """Concept recovery (when the corpus has ground-truth tags), logged to MLflow."""
-    from musicsae_kedro.interpret.config import GroundTruthConfig
-    from musicsae_kedro.interpret.site import recovery_metrics, site_concept_recovery
-    from musicsae_kedro.pipelines.tracking import log_to_site_run
-
-    cfg = _config(GroundTruthConfig, interpret, "ground_truth")
-    result, site = site_concept_recovery(feature_stats, tracks, cfg)
-    if result["available"]:
-        log_to_site_run(
-            _run_id(sae_metrics),
-            f"{site}.interpret",
-            recovery_metrics(result),
-            tags={"interpret.fixed_caption": str(result["fixed_caption"]).lower()},
-            dicts={"concept_recovery.json": result},
-        )
-    return result
-
-
 def concept_ladder(
     activations: ActivationSet,
     sae: SparseAutoencoder,
@@ -176,7 +152,12 @@ def concept_ladder(
             _run_id(sae_metrics),
             f"{sae.site}.interpret",
             ladder_metrics(report.headlines),
-            tags={"ladder.pooling": report.headlines["settings"]["pooling"]},
+            tags={
+                "ladder.pooling": report.headlines["settings"]["pooling"],
+                "interpret.fixed_caption": str(
+                    report.headlines["settings"]["fixed_caption"]
+                ).lower(),
+            },
             dicts={
                 "ladder_headlines.json": report.headlines,
                 "ladder_table.json": json.loads(report.table.to_json(orient="records")),
@@ -188,7 +169,6 @@ def concept_ladder(
 def build_report(
     feature_labels: pd.DataFrame,
     feature_stats: FeatureStatsSet,
-    concept_recovery: dict[str, Any],
     concept_ladder: LadderReport,
     sae_metrics: dict[str, Any],
     activations: ActivationSet,
@@ -203,7 +183,6 @@ def build_report(
     return site_report(
         feature_labels,
         feature_stats,
-        concept_recovery,
         sae_metrics,
         activations,
         sae,

@@ -12,7 +12,6 @@ from musicsae_kedro.pipelines.interpret.nodes import (
     concept_ladder,
     label_by_llm,
     label_by_tags,
-    recover_concepts,
     score_labels,
 )
 from musicsae_kedro.sae.sweep import SweepPoint
@@ -72,12 +71,6 @@ def _site_pipeline(scope: Scope) -> Pipeline:
                 name="score_labels",
             ),
             task(
-                recover_concepts,
-                ["feature_stats", "tracks", "sae_metrics", "params:interpret"],
-                "concept_recovery",
-                name="concept_recovery",
-            ),
-            task(
                 concept_ladder,
                 [
                     "activations",
@@ -98,7 +91,6 @@ def _site_pipeline(scope: Scope) -> Pipeline:
                 [
                     "feature_labels",
                     "feature_stats",
-                    "concept_recovery",
                     "concept_ladder",
                     "sae_metrics",
                     "activations",

@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 from musicsae_kedro.config import parse_params
 
 if TYPE_CHECKING:
-    from musicsae_kedro.pretrain.artifacts import EncodecBundle, MusicgenBundle, RaveExport
+    from musicsae_kedro.pretrain.artifacts import (
+        ClapBundle,
+        EncodecBundle,
+        MusicgenBundle,
+        RaveExport,
+    )
     from musicsae_kedro.pretrain.config import PretrainCorpusConfig
     from musicsae_kedro.pretrain.corpus import SynthClips
 
@@ -135,3 +140,22 @@ def rave_synth_evidence(
     cfg = parse_params(EvidenceConfig, pretrain.get("evidence"), "pretrain.evidence")
     train_cfg = parse_params(RaveTrainConfig, pretrain.get("rave"), "pretrain.rave")
     return synth.rave_synth_evidence(export, corpus, cfg, train_cfg)
+
+
+def train_clap_synth(
+    corpus: SynthClips, pretrain: dict[str, Any]
+) -> tuple[ClapBundle, dict[str, Any], dict[str, Any]]:
+    """Train the small CLAP contrastively (clips against texts of their labels) and
+    measure its retrieval on tracks rendered from a disjoint seed."""
+    from musicsae_kedro.pipelines.tracking import child_run
+    from musicsae_kedro.pretrain.clap_synth import train_clap_synth as train
+    from musicsae_kedro.pretrain.config import ClapEvidenceConfig, ClapTrainConfig
+
+    corpus_cfg = _corpus_cfg(pretrain)
+    cfg = parse_params(ClapTrainConfig, pretrain.get("clap"), "pretrain.clap")
+    evidence_cfg = parse_params(
+        ClapEvidenceConfig, pretrain.get("clap_evidence"), "pretrain.clap_evidence"
+    )
+    params = {"corpus": corpus_cfg.model_dump(), "train": cfg.model_dump()}
+    with child_run("pretrain.clap_synth", params, {"stage": "pretrain"}) as (log_fn, _):
+        return train(corpus, corpus_cfg, cfg, evidence_cfg, params, log_fn)

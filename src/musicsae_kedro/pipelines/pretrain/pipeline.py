@@ -1,5 +1,5 @@
-"""Wiring of the pretrain pipeline: corpus -> (encodec-synth, MusicGen-synth, RAVE-synth)
--> evidence.
+"""Wiring of the pretrain pipeline: corpus -> (encodec-synth, MusicGen-synth, RAVE-synth,
+clap-synth) -> evidence.
 
 Where the weights go is the catalog's business: ``data/06_models/pretrain/`` unless
 ``kedro run --pipeline=pretrain --params=pretrain_output_dir=src/musicsae_kedro/embedded``
@@ -17,6 +17,7 @@ from musicsae_kedro.pipelines.pretrain.nodes import (
     musicgen_synth_generation_evidence,
     rave_synth_evidence,
     render_pretrain_corpus,
+    train_clap_synth,
     train_encodec_synth,
     train_musicgen_synth,
     train_rave_synth,
@@ -76,6 +77,16 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["pretrain.rave_synth", "pretrain.corpus", "params:pretrain"],
                 "pretrain.rave_synth_evidence",
                 name="rave_synth_evidence",
+            ),
+            task(
+                train_clap_synth,
+                ["pretrain.corpus", "params:pretrain"],
+                [
+                    "pretrain.clap_synth",
+                    "pretrain.clap_synth_metrics",
+                    "pretrain.clap_synth_evidence",
+                ],
+                name="train_clap_synth",
             ),
         ]
     )
