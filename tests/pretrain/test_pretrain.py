@@ -34,6 +34,7 @@ from musicsae_kedro.pretrain.config import (
     RaveTrainConfig,
 )
 from musicsae_kedro.pretrain.corpus import heldout_mask, render_corpus
+from musicsae_kedro.pretrain.lm_training import LmTrainer, train_musicgen
 from musicsae_kedro.pretrain.musicgen_lm import (
     build_synth_musicgen,
     codebook_ce,
@@ -41,13 +42,19 @@ from musicsae_kedro.pretrain.musicgen_lm import (
     encode_clips,
     fit_synth_codec,
     tokenize,
-    train_musicgen,
 )
 from musicsae_kedro.pretrain.probes import bag_of_codes, fit_probe_accuracy
 from musicsae_kedro.pretrain.rave_ae import export_trained, train_rave
 
 TINY_MUSICGEN = MusicgenTrainConfig(
-    n_layers=2, hidden=32, steps=4, batch_size=4, eval_every=2, eval_clips=4, patience=5
+    n_layers=2,
+    hidden=32,
+    steps=4,
+    batch_size=4,
+    eval_every=2,
+    eval_clips=4,
+    patience=5,
+    checkpoint_path=None,
 )
 TINY_RAVE = RaveTrainConfig(
     capacity=4, latent_size=4, steps=3, batch_size=2, eval_every=1, eval_clips=2, patience=5
@@ -175,6 +182,40 @@ def test_musicgen_training_is_deterministic_and_learns(corpus):
     assert metrics_a["best_heldout_ce"] == metrics_b["best_heldout_ce"]
     assert metrics_a["best_heldout_ce"] < before  # 4 steps already move it
     assert metrics_a["steps_run"] == 4
+
+
+def test_musicgen_training_resumes_bit_identical_after_a_crash(corpus, tmp_path, monkeypatch):
+    def run(cfg):
+        model, tokenizer = build_synth_musicgen(cfg)
+        fit_synth_codec(model, corpus.audio_NS, CodecFitConfig(kmeans_iters=2), seed=0)
+        codes = encode_clips(model, corpus.audio_NS)
+        metrics = train_musicgen(model, tokenizer, codes, corpus.captions, corpus.heldout_N, cfg)
+        return model.state_dict(), metrics
+
+    whole_state, whole = run(TINY_MUSICGEN)
+    resumable = TINY_MUSICGEN.model_copy(
+        update={"checkpoint_path": str(tmp_path / "lm.ckpt"), "checkpoint_minutes": 1e-9}
+    )
+    save = LmTrainer.save
+
+    def crash_after_step_2(self, path):
+        save(self, path)
+        if self.step == 2:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(LmTrainer, "save", crash_after_step_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(resumable)
+    monkeypatch.setattr(LmTrainer, "save", save)
+    resumed_state, resumed = run(resumable)
+    assert resumed["resumed_from_step"] == 2
+    assert resumed["finished"] and resumed["stopped_by"] == "steps"
+    assert resumed["best_heldout_ce"] == whole["best_heldout_ce"]
+    assert resumed["history"] == whole["history"]
+    assert all(torch.equal(whole_state[k], resumed_state[k]) for k in whole_state)
+    # a finished run is not trained again
+    _, again = run(resumable)
+    assert again["resumed_from_step"] == 4 and again["train_seconds"] == resumed["train_seconds"]
 
 
 def test_rave_training_is_deterministic_and_exports(corpus, tmp_path):

@@ -12,6 +12,7 @@ from typing import Any
 _MODULES = {
     "ActivationProgressDataset": "activations",
     "ActivationSetDataset": "activations",
+    "ClipFolderDataset": "pretrain",
     "ClipProgressDataset": "clips",
     "ClipStoreDataset": "clips",
     "CodesDataset": "codes",

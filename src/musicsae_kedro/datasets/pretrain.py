@@ -85,6 +85,38 @@ class RaveExportDataset(AbstractDataset[RaveExport, RaveExport]):
         return {"path": str(self._path), "name": self._name}
 
 
+class ClipFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
+    """Listenable clips: ``{"sample_rate": int, "clips": {name: audio_S}}`` saved as one
+    wav file per clip (``<name>.wav``) in a folder; the folder is replaced as a whole."""
+
+    def __init__(self, *, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> dict[str, Any]:
+        from musicsae_kedro.audio.io import read_audio
+
+        clips, rate = {}, 0
+        for wav in sorted(self._path.glob("*.wav")):
+            audio_CS, rate = read_audio(wav)
+            clips[wav.stem] = audio_CS[0]
+        return {"sample_rate": rate, "clips": clips}
+
+    def save(self, data: dict[str, Any]) -> None:
+        from musicsae_kedro.audio.io import write_audio_atomic
+        from musicsae_kedro.durable import atomic_folder
+
+        with atomic_folder(self._path) as folder:
+            for name, audio_S in data["clips"].items():
+                write_audio_atomic(Path(folder) / f"{name}.wav", audio_S[None], data["sample_rate"])
+
+    def _exists(self) -> bool:
+        return self._path.is_dir() and any(self._path.glob("*.wav"))
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
 class ClapBundleDataset(AbstractDataset[ClapBundle, ClapBundle]):
     """The trained ``clap-synth`` folder (weights, tokenizer, ``card.json``)."""
 

@@ -36,7 +36,7 @@ from musicsae_kedro.evidence import (
 )
 from musicsae_kedro.pretrain.codec_losses import mel_distance_db, multi_resolution_stft_distance
 from musicsae_kedro.pretrain.codec_training import encode_decode
-from musicsae_kedro.pretrain.config import CodecEvidenceConfig
+from musicsae_kedro.pretrain.config import CodecEvidenceConfig, GenerationEvidenceConfig
 from musicsae_kedro.pretrain.corpus import SynthClips
 from musicsae_kedro.pretrain.probes import bag_of_codes
 
@@ -76,15 +76,16 @@ def probe_evidence(
     held_X: np.ndarray,
     held_labels_NC: np.ndarray,
     vocabularies: dict[str, tuple[str, ...]],
-    cfg: CodecEvidenceConfig,
+    cfg: CodecEvidenceConfig | GenerationEvidenceConfig,
 ) -> dict[str, Any]:
-    """Per concept value: held-out AUROC with its interval; per label: mean AUROC and the
-    accuracy of the arg-max over the label's values."""
+    """Per concept value: held-out AUROC with its interval; per label: mean AUROC, the
+    accuracy of the arg-max over the label's values and that arg-max (``predicted``)."""
     train_rows, names = concept_rows(train_labels_NC, vocabularies)
     held_rows, _ = concept_rows(held_labels_NC, vocabularies)
     scores = probe_scores(train_X, train_rows, held_X, ProbeConfig(seed=cfg.probe_seed))
     concepts: dict[str, Any] = {}
     labels: dict[str, Any] = {}
+    argmax: dict[str, np.ndarray] = {}
     row = 0
     for c, (label, values) in enumerate(vocabularies.items()):
         aurocs = []
@@ -103,8 +104,14 @@ def probe_evidence(
             "accuracy": float((predicted == held_labels_NC[:, c]).mean()),
             "chance": 1.0 / len(values),
         }
+        argmax[label] = predicted
         row += len(values)
-    return {"concepts": concepts, "labels": labels, "n_features": scores.n_features}
+    return {
+        "concepts": concepts,
+        "labels": labels,
+        "n_features": scores.n_features,
+        "predicted": argmax,
+    }
 
 
 def descriptors_ND(audio_NS: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -160,8 +167,11 @@ def codec_evidence(
             descriptors_ND(held_NS, rate),
         ),
     }
-    evidence["probes"] = {
-        name: probe_evidence(train_X, train.labels_NC, held_X, heldout.labels_NC, vocabularies, cfg)
-        for name, (train_X, held_X) in features.items()
-    }
+    evidence["probes"] = {}
+    for name, (train_X, held_X) in features.items():
+        probes = probe_evidence(
+            train_X, train.labels_NC, held_X, heldout.labels_NC, vocabularies, cfg
+        )
+        probes.pop("predicted")
+        evidence["probes"][name] = probes
     return evidence

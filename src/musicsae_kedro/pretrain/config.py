@@ -73,6 +73,14 @@ class MusicgenTrainConfig(ParamsModel):
     """Held-out clips per evaluation."""
     seed: int = 0
     """Seeds the weights, the batches and the dropout."""
+    time_budget_minutes: PositiveFloat | None = None
+    """Wall-clock minutes one invocation may train before it saves and stops (``None``:
+    until early stopping or ``steps``); running it again continues."""
+    checkpoint_minutes: PositiveFloat = 3.0
+    """Wall-clock minutes between checkpoints (and one when an invocation stops)."""
+    checkpoint_path: str | None = "data/06_models/pretrain/musicgen-synth.ckpt"
+    """Training checkpoint (continued by a rerun of the same configuration; ``None``:
+    no checkpoints)."""
 
 
 class RaveTrainConfig(ParamsModel):
@@ -221,6 +229,31 @@ class CodecEvidenceConfig(ParamsModel):
     """Training-split clips of the training corpus the probes are fitted on."""
     bootstrap: PositiveInt = 2000
     """Stratified bootstrap draws of every AUROC interval."""
+    probe_seed: int = 0
+    """Seeds the probes' inner folds and the bootstrap."""
+
+
+class GenerationEvidenceConfig(ParamsModel):
+    """Readouts of MusicGen-synth's generations: the captions of tracks rendered from a
+    seed disjoint from training, one generation each."""
+
+    n_prompts: PositiveInt = 120
+    """Captions (tracks of the ``seed`` rendering) generated from."""
+    seed: int = 1
+    """Render seed of the prompt tracks (must differ from the training corpus's) and the
+    base of the sampling seeds."""
+    guidance_scale: float = Field(3.0, ge=1.0)
+    """Classifier-free guidance scale (MusicGen's default is 3)."""
+    top_k: PositiveInt = 50
+    """Sampling from the ``top_k`` most likely codes."""
+    temperature: PositiveFloat = 1.0
+    """Sampling temperature."""
+    batch_size: PositiveInt = 40
+    """Captions per ``generate`` call."""
+    probe_train_clips: PositiveInt = 600
+    """Training-split clips the readouts' probes are fitted on."""
+    bootstrap: PositiveInt = 2000
+    """Bootstrap draws of every interval."""
     probe_seed: int = 0
     """Seeds the probes' inner folds and the bootstrap."""
 

@@ -8,10 +8,7 @@ encoder, with caption dropout to the null condition that classifier-free guidanc
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -183,80 +180,3 @@ def codebook_ce(
 def _skip_hook(module, args, kwargs, output):
     hidden_in = args[0] if args else kwargs["hidden_states"]
     return (hidden_in, *output[1:]) if isinstance(output, tuple) else hidden_in
-
-
-def _lr_at(step: int, cfg: MusicgenTrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def train_musicgen(
-    model: MusicgenForConditionalGeneration,
-    tokenizer: PreTrainedTokenizerBase,
-    codes_NKT: np.ndarray,
-    captions: list[str],
-    heldout_N: np.ndarray,
-    cfg: MusicgenTrainConfig,
-    log_fn: LogFn | None = None,
-) -> dict[str, float]:
-    """Train the decoder (and text encoder) with early stopping on held-out CE.
-
-    The codec is frozen. The weights of the best held-out evaluation are restored.
-    Deterministic given ``cfg.seed`` and the thread count.
-    """
-    log = log_fn or (lambda metrics, step: None)
-    train_idx = np.flatnonzero(~heldout_N)
-    held_idx = np.flatnonzero(heldout_N)[: cfg.eval_clips]
-    codes_T = torch.as_tensor(codes_NKT, dtype=torch.long)
-    held_texts = [captions[i] for i in held_idx]
-    generator = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)  # dropout masks
-    params = [p for n, p in model.named_parameters() if not n.startswith("audio_encoder.")]
-    for p in model.audio_encoder.parameters():
-        p.requires_grad_(False)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best = {"ce": codebook_ce(model, tokenizer, codes_NKT[held_idx], held_texts), "step": 0}
-    log({"heldout/ce": best["ce"]}, 0)
-    best_state = copy.deepcopy(model.state_dict())
-    stale, started, step = 0, time.perf_counter(), 0
-    model.train()
-    for step in range(1, cfg.steps + 1):
-        pick = train_idx[torch.randint(len(train_idx), (cfg.batch_size,), generator=generator)]
-        null_B = torch.rand(cfg.batch_size, generator=generator) < cfg.caption_dropout
-        text = tokenize(tokenizer, [captions[i] for i in pick])
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step - 1, cfg)
-        loss = conditioned_forward(model, text, codes_T[pick], null_B)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        if step % 10 == 0:
-            log({"train/loss": loss.item(), "train/lr": optimizer.param_groups[0]["lr"]}, step)
-        if step % cfg.eval_every == 0:
-            ce = codebook_ce(model, tokenizer, codes_NKT[held_idx], held_texts)
-            model.train()
-            log({"heldout/ce": ce}, step)
-            logger.info(
-                "musicgen step %d: train loss %.3f, held-out CE %.3f", step, loss.item(), ce
-            )
-            if ce < best["ce"] - 1e-4:
-                best, stale = {"ce": ce, "step": step}, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    logger.info("early stop at step %d (best %d)", step, best["step"])
-                    break
-    model.load_state_dict(best_state)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return {
-        "best_heldout_ce": float(best["ce"]),
-        "best_step": float(best["step"]),
-        "steps_run": float(step),
-        "train_seconds": time.perf_counter() - started,
-    }

@@ -43,17 +43,19 @@ from musicsae_kedro.pretrain.config import (
     CodecFitConfig,
     CodecTrainConfig,
     EvidenceConfig,
+    GenerationEvidenceConfig,
     MusicgenTrainConfig,
     PretrainCorpusConfig,
     RaveTrainConfig,
 )
 from musicsae_kedro.pretrain.corpus import SynthClips, render_corpus
 from musicsae_kedro.pretrain.evidence import musicgen_evidence, rave_evidence
+from musicsae_kedro.pretrain.generation_evidence import generation_evidence
+from musicsae_kedro.pretrain.lm_training import train_musicgen
 from musicsae_kedro.pretrain.musicgen_lm import (
     build_synth_musicgen,
     encode_clips,
     fit_synth_codec,
-    train_musicgen,
 )
 from musicsae_kedro.pretrain.rave_ae import LogFn, arch_config, export_trained, train_rave
 
@@ -91,19 +93,70 @@ def train_musicgen_synth(
         model, tokenizer = build_synth_musicgen(cfg)
         usage = fit_synth_codec(model, train_audio, codec_cfg, cfg.seed)
     codes_NKT = encode_clips(model, corpus.audio_NS)
+    started, load_before = time.perf_counter(), os.getloadavg()
+    data = {
+        "corpus": params.get("corpus"),
+        "codec": params.get("codec_card") or codec_cfg.model_dump(),
+    }
     metrics = train_musicgen(
-        model, tokenizer, codes_NKT, corpus.captions, corpus.heldout_N, cfg, log_fn
+        model, tokenizer, codes_NKT, corpus.captions, corpus.heldout_N, cfg, log_fn, data
     )
-    log_fn({f"final/{k}": v for k, v in metrics.items()}, int(metrics["steps_run"]))
+    history = metrics.pop("history")
+    log_fn(
+        {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+        int(metrics["steps_run"]),
+    )
     card = {
         "name": "musicgen-synth",
         **params,
         "codes_used_per_codebook": usage,
         "metrics": metrics,
+        "heldout_history": history,
         "parameters": sum(p.numel() for p in model.decoder.parameters()),
+        "node_wall_seconds": time.perf_counter() - started,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
         "environment": environment(),
     }
     return MusicgenBundle(model, tokenizer, card), {**metrics, "codes_used": usage}
+
+
+def musicgen_synth_generation_evidence(
+    bundle: MusicgenBundle,
+    corpus: SynthClips,
+    corpus_cfg: PretrainCorpusConfig,
+    cfg: GenerationEvidenceConfig,
+    n_examples: int = 10,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Generate from the captions of tracks rendered from a disjoint seed and read the
+    labels back (``generation_evidence``); also returns the first ``n_examples``
+    generations as listenable clips named by their captions."""
+    if cfg.seed == corpus_cfg.seed:
+        raise MusicSAEError(
+            "parameters pretrain.generation_evidence.seed",
+            f"seed {cfg.seed} is the training corpus's: its captions are not held out",
+            "use another seed",
+        )
+    prompts = render_corpus(
+        corpus_cfg.model_copy(update={"n_tracks": cfg.n_prompts, "seed": cfg.seed})
+    )
+    evidence = generation_evidence(
+        bundle.model,
+        bundle.tokenizer,
+        corpus.split(False),
+        prompts,
+        make_config().vocabularies(),
+        cfg,
+    )
+    audio_NS = evidence.pop("audio_NS")
+    clips = {
+        f"{i:02d}-" + "-".join(prompts.captions[i].replace(",", "").split())[:80]: audio_NS[i]
+        for i in range(min(n_examples, len(audio_NS)))
+    }
+    return {**evidence, "model_card_metrics": bundle.card.get("metrics")}, {
+        "sample_rate": prompts.sample_rate,
+        "clips": clips,
+    }
 
 
 def train_rave_synth(

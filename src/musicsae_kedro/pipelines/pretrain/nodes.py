@@ -88,6 +88,22 @@ def train_musicgen_synth(
         return synth.train_musicgen_synth(corpus, codec_cfg, cfg, params, log_fn)
 
 
+def musicgen_synth_generation_evidence(
+    bundle: MusicgenBundle, corpus: SynthClips, pretrain: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Generate from held-out captions, decode, and read the labels back from the audio
+    and the codes; a few generations are kept as wav files to listen to."""
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.config import GenerationEvidenceConfig
+
+    cfg = parse_params(
+        GenerationEvidenceConfig,
+        pretrain.get("generation_evidence"),
+        "pretrain.generation_evidence",
+    )
+    return synth.musicgen_synth_generation_evidence(bundle, corpus, _corpus_cfg(pretrain), cfg)
+
+
 def train_rave_synth(
     corpus: SynthClips, pretrain: dict[str, Any]
 ) -> tuple[RaveExport, dict[str, Any]]:

@@ -14,6 +14,7 @@ from musicsae_kedro.pipelines.common import task
 from musicsae_kedro.pipelines.pretrain.nodes import (
     encodec_synth_evidence,
     musicgen_synth_evidence,
+    musicgen_synth_generation_evidence,
     rave_synth_evidence,
     render_pretrain_corpus,
     train_clap_synth,
@@ -61,6 +62,15 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["pretrain.musicgen_synth", "pretrain.corpus", "params:pretrain"],
                 "pretrain.musicgen_synth_evidence",
                 name="musicgen_synth_evidence",
+            ),
+            task(
+                musicgen_synth_generation_evidence,
+                ["pretrain.musicgen_synth", "pretrain.corpus", "params:pretrain"],
+                [
+                    "pretrain.musicgen_synth_generation_evidence",
+                    "pretrain.musicgen_synth_generations",
+                ],
+                name="musicgen_synth_generation_evidence",
             ),
             task(
                 rave_synth_evidence,
