@@ -54,8 +54,7 @@ def random_twin(
         dropout=decoder.dropout,
         seed=seed,
     )
-    twin, _ = build_synth_musicgen(cfg)
-    twin.audio_encoder.load_state_dict(model.audio_encoder.state_dict())
+    twin, _ = build_synth_musicgen(cfg, codec=model.audio_encoder)
     return twin.eval()
 
 
