@@ -21,8 +21,9 @@ ablated NLL of the same clip resampled together): the interval of the corpus-mea
 increase, ``sum(NLL_ablated - NLL_clean) / sum(tokens)`` over resampled clips
 (``evidence.intervals.bootstrap_ratio``; with clips of equal length it is the bootstrap
 mean of the per-clip differences). Sites are suggested only when the intervals of the
-suggested layers lie above every other layer's (``separation``); otherwise the table
-says ``not separable`` and nothing is suggested.
+suggested layers lie above every other layer's (``separation``): the largest such set of
+at most ``suggest`` top layers; the other top layers read ``not separable``, and when
+not even the first layer separates nothing is suggested.
 """
 
 from __future__ import annotations
@@ -173,26 +174,32 @@ def ranking_mode(table: pd.DataFrame) -> str:
 
 
 def mark_separation(table: pd.DataFrame, n: int) -> pd.DataFrame:
-    """The ``separation`` column: in the ranking mode, the ``n`` layers with the largest
-    CE increase are ``suggested`` when the lowest of their interval lower bounds lies
-    above the highest upper bound of every other layer, else all ``n`` read ``not
-    separable``; other rows are empty. (``n`` at least the number of layers: every layer
-    is suggested, nothing to separate from.)"""
+    """The ``separation`` column: in the ranking mode, the largest ``m <= n`` such that the
+    ``m`` layers with the largest CE increase separate from every other layer (the lowest
+    of their interval lower bounds lies above the highest upper bound of the rest) are
+    ``suggested``; the other layers among the top ``n`` read ``not separable``; other
+    rows are empty. (``n`` at least the number of layers: every layer is suggested,
+    nothing to separate from.)"""
     table = table.copy()
     table["separation"] = ""
     if n <= 0 or table.empty:
         return table
     mode = ranking_mode(table)
     ranked = table[table["mode"] == mode].sort_values("ce_increase", ascending=False)
-    top, rest = ranked.head(n), ranked.iloc[n:]
-    separated = rest.empty or bool(top["ce_increase_low"].min() > rest["ce_increase_high"].max())
-    table.loc[top.index, "separation"] = SUGGESTED if separated else NOT_SEPARABLE
+    top_n = ranked.head(n)
+    table.loc[top_n.index, "separation"] = NOT_SEPARABLE
+    for m in range(min(n, len(ranked)), 0, -1):
+        top, rest = ranked.head(m), ranked.iloc[m:]
+        if rest.empty or bool(top["ce_increase_low"].min() > rest["ce_increase_high"].max()):
+            table.loc[top.index, "separation"] = SUGGESTED
+            break
     return table
 
 
 def suggested_layers(table: pd.DataFrame, n: int) -> list[int]:
-    """The ``n`` layers whose ablation raises the CE most (by ``ranking_mode``), or none
-    when their intervals do not separate from the other layers' (``mark_separation``)."""
+    """Up to ``n`` layers whose ablation raises the CE most (by ``ranking_mode``): the
+    largest such top set whose intervals separate from the other layers'
+    (``mark_separation``); none when not even the first separates."""
     marked = mark_separation(table, n)
     mode = ranking_mode(marked)
     ranked = marked[marked["mode"] == mode].sort_values("ce_increase", ascending=False)

@@ -22,7 +22,7 @@ def layer_ablation_markdown(
         layers = ", ".join(str(x) for x in sorted(suggested))
         suggestion = (
             f"\nSuggested sites (largest CE increase, 95 % intervals above every other "
-            f"layer's): {sites}\n\n"
+            f"layer's; at most `suggest` of them): {sites}\n\n"
             "```yaml\nsites:\n"
             f"  - {{model: {model_key}, layers: [{layers}]}}\n"
             "```\n"
