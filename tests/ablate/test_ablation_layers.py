@@ -152,7 +152,12 @@ def test_suggestions_fall_back_to_skip_and_config_checks_modes():
         }
     )
     assert suggested_layers(table, 2) == [1, 2]
-    assert suggested_layers(table.assign(ce_increase_high=[0.3, 0.55, 0.35]), 2) == []
+    # layers 1 and 2 no longer separate from layer 0, layer 1 alone still does
+    assert suggested_layers(table.assign(ce_increase_high=[0.3, 0.55, 0.35]), 2) == [1]
+    overlapping = table.assign(
+        ce_increase_low=[0.05, 0.3, 0.25], ce_increase_high=[0.3, 0.55, 0.35]
+    )
+    assert suggested_layers(overlapping, 2) == []
     with pytest.raises(MusicSAEError, match="modes"):
         LayerAblationConfig(modes=("skip", "zero"))
 

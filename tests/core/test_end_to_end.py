@@ -36,7 +36,7 @@ def test_kedro_run_produces_every_output(demo: Path):
         assert 0.0 < metrics["explained_variance"] <= 1.0
         assert metrics["l0"] == pytest.approx(32.0)  # TopK k=32 (parameters_train.yml)
         sae = load_sae(demo / f"data/06_models/{site}/sae.safetensors")
-        assert sae.site == site and sae.dict_size == 4 * width
+        assert sae.site == site and sae.dict_size == 8 * width
         report = demo / f"data/08_reporting/{site}/report.html"
         assert report.stat().st_size > 1000 and "<html" in report.read_text()[:200].lower()
         ladder = json.loads((demo / f"data/08_reporting/{site}/ladder_headlines.json").read_text())
