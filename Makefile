@@ -22,7 +22,7 @@ demo: venv
 # "Evaluation env"): preprocess, extract and train on 2,000 tracks, then the ladders.
 evaluate: venv
 	$(VENV)/bin/kedro run --env evaluate \
-	  --to-nodes musicgen.l1.concept_ladder,musicgen.l2.concept_ladder,rave.l16.concept_ladder
+	  --to-nodes musicgen.l1.concept_ladder,musicgen.l3.concept_ladder,rave.l16.concept_ladder
 
 test: venv
 	$(VENV)/bin/python -m pytest -q

@@ -28,7 +28,7 @@ def demo(small_project) -> Path:
 
 
 def test_kedro_run_produces_every_output(demo: Path):
-    for site, width in (("musicgen.l1", 128), ("musicgen.l2", 128), ("rave.l16", 64)):
+    for site, width in (("musicgen.l1", 128), ("musicgen.l3", 128), ("rave.l16", 64)):
         with h5py.File(demo / f"data/04_activations/{site}/train.h5") as f:
             assert int(f.attrs["complete"]) == 1
             assert f["acts"].dtype == np.float16 and f["acts"].shape[1] == width
@@ -43,7 +43,7 @@ def test_kedro_run_produces_every_output(demo: Path):
         assert ladder["site"] == site and "settings" in ladder
         assert (demo / f"data/08_reporting/{site}/ladder.parquet").is_file()
     summary = pd.read_parquet(demo / "data/08_reporting/sae_summary.parquet")
-    assert list(summary["site"]) == ["musicgen.l1", "musicgen.l2", "rave.l16"]
+    assert list(summary["site"]) == ["musicgen.l1", "musicgen.l3", "rave.l16"]
     # CE recovered for the language model's sites; RAVE is no language model
     assert summary["ce_recovered_zero"].notna().tolist() == [True, True, False]
     assert (demo / "data/08_reporting/sae_pareto.png").stat().st_size > 1000
@@ -57,7 +57,7 @@ def test_kedro_run_produces_every_output(demo: Path):
     with sqlite3.connect(demo / "mlflow.db") as db:
         names = {r[0] for r in db.execute("select name from runs")}
         metrics = {r[0] for r in db.execute("select distinct key from metrics")}
-    assert {"musicgen.l1", "musicgen.l2", "rave.l16"} <= names
+    assert {"musicgen.l1", "musicgen.l3", "rave.l16"} <= names
     assert {"eval/explained_variance", "eval/l0", "eval/dead_fraction", "train/loss"} <= metrics
 
 
@@ -92,7 +92,7 @@ def test_extract_killed_mid_run_resumes_to_identical_stores(demo: Path, small_pr
     partial = _store_contents(crashed)
     # commits run l1, l2 (track 0), l1 (track 1): killed after the third
     assert partial["musicgen.l1/train.h5/tracks/committed"].sum() == 2
-    assert partial["musicgen.l2/train.h5/tracks/committed"].sum() == 1
+    assert partial["musicgen.l3/train.h5/tracks/committed"].sum() == 1
     resumed = kedro(crashed, "run", "--pipeline=extract")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     want, got = _store_contents(demo), _store_contents(crashed)

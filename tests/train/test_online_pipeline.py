@@ -30,9 +30,9 @@ def test_online_source_trains_every_site_of_a_model_in_one_node():
     assert not any("activations" in name for name in online.inputs())
     musicgen = next(n for n in per_model if n.name.startswith("musicgen."))
     assert musicgen.outputs == [
-        "musicgen.l1.sae", "musicgen.l1.sae_metrics", "musicgen.l2.sae", "musicgen.l2.sae_metrics"
+        "musicgen.l1.sae", "musicgen.l1.sae_metrics", "musicgen.l3.sae", "musicgen.l3.sae_metrics"
     ]  # fmt: skip
-    assert "musicgen.codes" in musicgen.inputs and "musicgen.l2.sae_checkpoint" in musicgen.inputs
+    assert "musicgen.codes" in musicgen.inputs and "musicgen.l3.sae_checkpoint" in musicgen.inputs
 
 
 def test_online_source_with_a_sweep_has_a_node_per_point():
