@@ -23,7 +23,7 @@ OVERRIDES = {
             "interventions": [
                 {
                     "name": "loud",
-                    "site": "musicgen.l3",
+                    "site": "musicgen.l2",
                     "strategy": "activate_every_n",
                     "options": {"every_n": 2},
                     "features": {"by": "label", "label": "loudness: loud"},
@@ -32,7 +32,7 @@ OVERRIDES = {
                 },
                 {
                     "name": "transfer",
-                    "site": "musicgen.l3",
+                    "site": "musicgen.l2",
                     "strategy": "transfer_pattern",
                     "options": {"reference_tag": "loudness:loud", "reference_split": "any"},
                     "features": {"by": "reference", "count": 4},
@@ -81,17 +81,17 @@ def test_default_run_steers_and_measures(project: Path):
     assert effects.loc[~loud, "steered_clap_label"].isna().all()  # by: reference has none
     assert (effects["clap_model"] == "embedded:clap-synth").all()
     for path in effects["steered_audio"].tolist() + effects["baseline_audio"].tolist():
-        audio, rate = sf.read(reporting / "musicgen.l3/intervene" / path)
+        audio, rate = sf.read(reporting / "musicgen.l2/intervene" / path)
         assert rate == 8000 and len(audio) == 25 * 320
     md = (reporting / "intervention_effects.md").read_text()
     assert md.count("| loud |") == 2 and md.count("| transfer |") == 4
     assert (reporting / "intervention_effects.png").stat().st_size > 1000
-    assert "| loud |" in (reporting / "musicgen.l3/intervene/effects.md").read_text()
-    assert 'href="intervene/effects.md"' in (reporting / "musicgen.l3/report.html").read_text()
+    assert "| loud |" in (reporting / "musicgen.l2/intervene/effects.md").read_text()
+    assert 'href="intervene/effects.md"' in (reporting / "musicgen.l2/report.html").read_text()
 
 
 def test_rerun_reuses_committed_interventions(project: Path):
-    entry = project / "data/08_reporting/musicgen.l3/intervene/loud/entry.json"
+    entry = project / "data/08_reporting/musicgen.l2/intervene/loud/entry.json"
     before = entry.stat().st_mtime_ns, json.loads(entry.read_text())["fingerprint"]
     result = kedro(project, "run", "--pipeline=intervene")
     assert result.returncode == 0, result.stderr[-4000:]
