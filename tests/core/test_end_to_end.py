@@ -34,7 +34,7 @@ def test_kedro_run_produces_every_output(demo: Path):
             assert f["acts"].dtype == np.float16 and f["acts"].shape[1] == width
         metrics = json.loads((demo / f"data/08_reporting/{site}/sae_metrics.json").read_text())
         assert 0.0 < metrics["explained_variance"] <= 1.0
-        assert metrics["l0"] == pytest.approx(16.0)
+        assert metrics["l0"] == pytest.approx(32.0)  # TopK k=32 (parameters_train.yml)
         sae = load_sae(demo / f"data/06_models/{site}/sae.safetensors")
         assert sae.site == site and sae.dict_size == 4 * width
         report = demo / f"data/08_reporting/{site}/report.html"
