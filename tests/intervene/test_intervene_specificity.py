@@ -1,7 +1,8 @@
 """The specificity test of a concept (``evaluate``) on a planted toy model: detection
 ranking of the requested term, quantile strengths, matched controls, the per-row edit,
-the readout-validity gate, and a planted case where the positive control moves the
-independent readout and firing-rate-matched random features do not."""
+the readout-validity gate, a planted case where the positive control moves the
+independent readout and firing-rate-matched random features do not, and the CLAP margin
+of the decoded audio (a stub CLAP that hears the planted loudness)."""
 
 from __future__ import annotations
 
@@ -133,11 +134,12 @@ def planted_sae(random_sae):
     return random_sae(D, k=16, seed=0, init=plant)
 
 
-def steering(controls: int = 20, seeds: int = 3, strengths=("p90", "max", "2max", 0)):
+def steering(controls: int = 20, seeds: int = 3, strengths=("p90", "max", "2max", 0), clap=None):
     return steering_config(
         {
             "generation": {"seed": 0},
             "control_seed": 0,
+            "clap": clap,
             "interventions": [
                 {
                     "name": "loud",
@@ -339,3 +341,89 @@ def test_readout_validity_gate(planted_sae):
     md = effects_markdown(table)
     rows = [line for line in md.splitlines() if line.startswith("| loud |")]
     assert len(rows) == 4 and all("| not measurable | not measurable |" in r for r in rows)
+
+
+class StubClap:
+    """A CLAP whose scores the test controls: an audio clip embeds as its share of loud
+    samples (the planted model writes codes >= 4 as samples >= 0.5) against the rest;
+    ``loudness: loud`` and ``loudness: quiet`` embed on those two axes."""
+
+    sample_rate = PlantedModel.sample_rate
+
+    def __init__(self, weights_trained: bool = True) -> None:
+        self.weights_trained = weights_trained
+        self.texts: list[str] = []
+
+    def audio_embeddings(self, clips):
+        loud_N = np.array([float(np.mean(np.asarray(c) >= 0.5)) for c in clips])
+        return np.stack([loud_N, 1.0 - loud_N], axis=1).astype(np.float32)
+
+    def text_embeddings(self, texts):
+        self.texts += list(texts)
+        axes = {"loudness: loud": [1.0, 0.0], "loudness: quiet": [0.0, 1.0]}
+        return np.array([axes[t] for t in texts], dtype=np.float32)
+
+
+def _clap_run(planted_sae, clap):
+    model = PlantedModel()
+    tracks, codes = corpus(model)
+    cfg = steering(controls=4, seeds=2, strengths=("max", 0), clap={"spec": "stub"})
+    detection = pd.DataFrame(
+        {
+            "feature": [0],
+            "sign": [1],
+            "train_auroc": [1.0],
+            "heldout_auroc": [1.0],
+            "density": [0.5],
+        }
+    )
+    return run_concept_test(
+        model,
+        planted_sae,
+        LAYER,
+        cfg.interventions[0],
+        cfg,
+        detection,
+        np.full(planted_sae.dict_size, 0.3),
+        tracks,
+        codes,
+        "all",
+        clap,
+        {TAG, "loudness:quiet", "register:low"},
+    ).table
+
+
+def test_clap_margin_of_the_decoded_audio_moves_with_the_concept(planted_sae):
+    clap = StubClap()
+    table = _clap_run(planted_sae, clap)
+    assert set(clap.texts) == {"loudness: loud", "loudness: quiet"}  # other concepts left out
+    assert table["clap_model"].iloc[0] == "stub: 'loudness: loud' minus 'loudness: quiet'"
+    assert np.isfinite(table[["baseline_clap_margin", "steered_clap_margin"]]).all().all()
+    # unedited twins of quiet prompts sound quiet, of loud prompts loud
+    present = table["concept_present"].astype(bool)
+    assert (table.loc[~present, "baseline_clap_margin"] < 0).all()
+    assert (table.loc[present, "baseline_clap_margin"] > 0).all()
+    summary = specificity(table).set_index("strength_name")
+    for strength in ("max", "0"):
+        row = summary.loc[strength]
+        assert row["positive_clap_low"] > 0.1, row  # the concept direction is heard
+        assert row["control_clap_p05"] == row["control_clap_p95"] == 0.0, row
+    assert summary.loc["max", "target_clap_low"] > 0.05
+    md = effects_markdown(table)
+    line = next(r for r in md.splitlines() if r.startswith("| loud | loudness:loud | max |"))
+    assert line.rstrip(" |").split("| ")[-1].count("/") == 2 and "n/m" not in line
+
+
+@pytest.mark.parametrize("clap", [None, StubClap(weights_trained=False)])
+def test_clap_margin_not_measured_without_a_trained_clap(planted_sae, clap, caplog):
+    table = _clap_run(planted_sae, clap)
+    assert (
+        table[["baseline_clap_margin", "steered_clap_margin", "clap_margin_delta"]]
+        .isna()
+        .all()
+        .all()
+    )
+    assert (table["clap_model"] == "not measured").all()
+    assert (clap is not None) == any("random weights" in r.message for r in caplog.records)
+    assert specificity(table)["target_clap_effect"].isna().all()
+    assert "| n/m |" in effects_markdown(table)

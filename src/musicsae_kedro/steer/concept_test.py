@@ -19,6 +19,9 @@
 6. **Readout**: ``steer.readout`` (a code-histogram probe, never an SAE feature);
    ``readout_delta`` is P(concept) steered minus unsteered; ``expected`` its sign if the
    edit works.
+7. **CLAP margin** (``steer.clap_margin``, only with a trained CLAP): the decoded audio's
+   similarity to ``concept: value`` minus that to the concept's other values, steered
+   and unsteered; ``clap_margin_delta`` is their difference (NaN when not measured).
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from musicsae_kedro.clap.scorer import ClapScorer
 from musicsae_kedro.errors import MusicSAEError
 from musicsae_kedro.preprocessing.codes_store import CodesStore
 from musicsae_kedro.sae.model import SparseAutoencoder
 from musicsae_kedro.splits import HELDOUT, TRAIN
+from musicsae_kedro.steer.clap_margin import NOT_MEASURED, concept_margin, margins_G
 from musicsae_kedro.steer.config import InterventionConfig, SteeringConfig
 from musicsae_kedro.steer.features import matched_controls
 from musicsae_kedro.steer.measure import SteerableModel
@@ -233,6 +238,8 @@ def run_concept_test(
     tracks: pd.DataFrame,
     codes: CodesStore,
     policy: str,
+    clap: ClapScorer | None = None,
+    corpus_tags: set[str] | None = None,
 ) -> ConceptTestResult:
     """The test of ``entry`` (see the module docs): one row per seed x edited row."""
     cfg = entry.evaluate
@@ -281,6 +288,10 @@ def run_concept_test(
     changes = row_changes(rows, sae, calibration, target, sign)
     generated, baselines, ce, base_ce, audio = [], [], [], [], {}
     settings = steering.generation
+    spec = steering.clap.spec if steering.clap is not None else ""
+    margin = concept_margin(clap, spec, tag, corpus_tags or set(), where)
+    steered_margin, base_margin = [], []
+    rate = int(model.sample_rate)
     for k in range(cfg.seeds):
         seed = settings.seed + k
         edit = RowSteering(sae, layer, changes, applies)
@@ -291,6 +302,9 @@ def run_concept_test(
         baselines.append(clean.codes_BKT)
         ce.append(_ce(model, steered.codes_BKT, texts))
         base_ce.append(_ce(model, clean.codes_BKT, texts))
+        if margin is not None:
+            steered_margin.append(margins_G(clap, margin, steered.audio_BCS, rate))
+            base_margin.append(margins_G(clap, margin, clean.audio_BCS, rate))
         if k == 0 and cfg.save_audio:
             audio.update(_first_seed_audio(rows, steered.audio_BCS, clean.audio_BCS))
     clock["generation"] = time.perf_counter()
@@ -323,6 +337,14 @@ def run_concept_test(
     table["measurable"] = readout.measurable
     table["baseline_readout"], table["steered_readout"] = base_p, steered_p
     table["readout_delta"] = steered_p - base_p
+    n_rows = len(table)
+    if margin is None:
+        table["baseline_clap_margin"] = table["steered_clap_margin"] = np.full(n_rows, np.nan)
+    else:
+        table["baseline_clap_margin"] = np.concatenate(base_margin)
+        table["steered_clap_margin"] = np.concatenate(steered_margin)
+    table["clap_margin_delta"] = table["steered_clap_margin"] - table["baseline_clap_margin"]
+    table["clap_model"] = NOT_MEASURED if margin is None else margin.describe
     table["edit_calls"] = edit.calls
     stages = list(clock.items())
     logger.info(
@@ -408,7 +430,6 @@ def _table(
                     "expected": row.expected,
                     "detection_auroc": float(best["heldout_auroc"]),
                     "calibration_tracks": calibration.tracks,
-                    "clap_model": "not measured",
                     "baseline_audio": f"{stem}_{row.arm}_unsteered.wav" if saved else "",
                     "steered_audio": f"{stem}_{row.arm}.wav" if saved else "",
                 }

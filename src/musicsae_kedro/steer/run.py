@@ -71,6 +71,9 @@ EFFECT_COLUMNS = (
     "baseline_readout",
     "steered_readout",
     "readout_delta",
+    "baseline_clap_margin",
+    "steered_clap_margin",
+    "clap_margin_delta",
 )
 """The effects table, one row per intervention x arm x strength x prompt. ``arm``:
 ``target`` (the chosen features) or ``control`` (as many random features, the null
@@ -86,7 +89,10 @@ quantile it came from; the activation columns are NaN there (re-measuring the st
 feature is circular): the effect is ``readout_delta``, P(concept) from an independent
 code-histogram probe, steered minus the unedited twin (same seed and batch row);
 ``expected`` is the sign it has if the edit works; ``measurable`` is False when the
-probe's held-out AUROC is below ``evaluate.min_readout_auroc``."""
+probe's held-out AUROC is below ``evaluate.min_readout_auroc``. ``*_clap_margin`` is
+the decoded audio's CLAP similarity to ``concept: value`` minus its mean similarity to the
+concept's other values (``steer.clap_margin``; NaN without a trained CLAP, and
+``clap_model`` then says ``not measured``)."""
 
 ARMS = ("target", "control")
 

@@ -81,7 +81,9 @@ def steer_site(
     clap = ClapScorer.load(cfg.clap) if cfg.clap is not None else None
     for entry in pending:
         if entry.evaluate is not None:
-            outcome = _concept_test(entry, adapter, sae, layer, cfg, context, tracks, codes, sae_id)
+            outcome = _concept_test(
+                entry, adapter, sae, layer, cfg, context, tracks, codes, sae_id, clap
+            )
             if outcome is not None:
                 yield outcome
             continue
@@ -153,6 +155,7 @@ def _concept_test(
     tracks: pd.DataFrame,
     codes: CodesStore,
     sae_id: str,
+    clap: ClapScorer | None = None,
 ) -> InterventionOutcome | None:
     """The specificity test, or None (after one warning) when the tag cannot be tested:
     both splits need tracks with and without it."""
@@ -180,6 +183,8 @@ def _concept_test(
         tracks,
         codes,
         policy,
+        clap,
+        corpus_tags(tracks),
     )
     table = result.table.reindex(columns=list(EFFECT_COLUMNS))
     return InterventionOutcome(

@@ -42,12 +42,24 @@ SPECIFICITY_COLUMNS = (
     "positive_ce_delta",
     "target_codes_changed",
     "control_codes_changed",
+    "clap_model",
+    "target_clap_effect",
+    "target_clap_low",
+    "target_clap_high",
+    "control_clap_median",
+    "control_clap_p05",
+    "control_clap_p95",
+    "positive_clap_effect",
+    "positive_clap_low",
+    "positive_clap_high",
 )
 """One row per evaluated intervention x strength. Effects are ``expected * readout_delta``
 (> 0: the readout moved the way the edit should move the concept), means over prompts
 and seeds with 95 % bootstrap intervals; the control columns are the spread of the
 matched controls' mean effects; ``target_percentile``: the share of controls whose mean
-effect is below the target's, ties counting half (100: above every control)."""
+effect is below the target's, ties counting half (100: above every control). The
+``*_clap_*`` columns are the same for ``expected * clap_margin_delta`` (the CLAP margin
+of the concept in the decoded audio; NaN when no trained CLAP is configured)."""
 
 SUMMARY_COLUMNS = {
     "baseline_activation": "base act",
@@ -71,7 +83,11 @@ def specificity(effects: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     rows = []
     evaluated = _evaluated(effects)
     for (name, strength), part in evaluated.groupby(["intervention", "strength_name"], sort=False):
-        part = part.assign(effect=part["expected"].astype(float) * part["readout_delta"])
+        sign = part["expected"].astype(float)
+        part = part.assign(
+            effect=sign * part["readout_delta"],
+            clap_effect=sign * part["clap_margin_delta"].astype(float),
+        )
         arm = {a: g for a, g in part.groupby("arm")}
         target = arm.get("target", part.iloc[0:0])
         controls = arm.get("control", part.iloc[0:0])
@@ -80,6 +96,7 @@ def specificity(effects: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         pc = bootstrap_mean(positive["effect"].to_numpy(), seed=seed)
         per_control = controls.groupby("features")["effect"].mean().to_numpy()
         has = len(per_control) > 0
+        clap = _clap_columns(target, controls, positive, seed)
         first = part.iloc[0]
         rows.append(
             {
@@ -111,9 +128,33 @@ def specificity(effects: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
                 "positive_ce_delta": float(positive["ce_delta"].mean()),
                 "target_codes_changed": float(target["codes_changed"].mean()),
                 "control_codes_changed": float(controls["codes_changed"].mean()),
+                "clap_model": str(first.get("clap_model", "not measured")),
+                **clap,
             }
         )
     return pd.DataFrame(rows, columns=list(SPECIFICITY_COLUMNS))
+
+
+def _clap_columns(
+    target: pd.DataFrame, controls: pd.DataFrame, positive: pd.DataFrame, seed: int
+) -> dict[str, float]:
+    """The CLAP-margin effects of the arms (NaN when not measured)."""
+    out = {}
+    for prefix, rows in (("target", target), ("positive", positive)):
+        values = rows["clap_effect"].to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        b = bootstrap_mean(values, seed=seed)
+        out |= {
+            f"{prefix}_clap_effect": b.point,
+            f"{prefix}_clap_low": b.low,
+            f"{prefix}_clap_high": b.high,
+        }
+    per_control = controls.groupby("features")["clap_effect"].mean().dropna().to_numpy()
+    has = len(per_control) > 0
+    out["control_clap_median"] = float(np.median(per_control)) if has else np.nan
+    out["control_clap_p05"] = float(np.quantile(per_control, 0.05)) if has else np.nan
+    out["control_clap_p95"] = float(np.quantile(per_control, 0.95)) if has else np.nan
+    return out
 
 
 def specificity_markdown(effects: pd.DataFrame) -> list[str]:
@@ -133,12 +174,16 @@ def specificity_markdown(effects: pd.DataFrame) -> list[str]:
         "(median, 5-95 % of their mean effects); percentile: share of controls the target "
         "beats. Positive: the concept's difference-in-means direction at a matched norm. "
         "`not measurable`: the readout's held-out AUROC is below the threshold, no effect "
-        "is claimed. CE delta: nats/token of the generated codes under the clean model.",
+        "is claimed. CE delta: nats/token of the generated codes under the clean model. "
+        "CLAP: the change of the decoded audio's CLAP margin of the concept (similarity to "
+        "`concept: value` minus that to its other values), signed as the effect, target "
+        "[95 % interval] / controls' median / positive control; `n/m`: no trained CLAP.",
         "",
         "| intervention | concept | strength | direction | readout AUROC | target effect "
         "| controls median [5-95 %] (n) | target percentile | positive control "
-        "| CE delta target / control / positive | codes changed target / control |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| CE delta target / control / positive | codes changed target / control "
+        "| CLAP margin change target / control / positive |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
         auroc = f"{r['readout_auroc']:.2f}"
@@ -165,9 +210,21 @@ def specificity_markdown(effects: pd.DataFrame) -> list[str]:
             f"{r['target_ce_delta']:+.3f} / {r['control_ce_delta']:+.3f} / "
             f"{r['positive_ce_delta']:+.3f}",
             f"{r['target_codes_changed']:.2f} / {r['control_codes_changed']:.2f}",
+            _clap_cell(r),
         ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return lines
+
+
+def _clap_cell(r: pd.Series) -> str:
+    if not math.isfinite(r["target_clap_effect"]):
+        return "n/m"
+    control = r["control_clap_median"]
+    control_text = f"{control:+.3f}" if math.isfinite(control) else "n/a"
+    positive = r["positive_clap_effect"]
+    positive_text = f"{positive:+.3f}" if math.isfinite(positive) else "n/a"
+    target = _interval(r["target_clap_effect"], r["target_clap_low"], r["target_clap_high"])
+    return f"{target} / {control_text} / {positive_text}"
 
 
 def _interval(point: float, low: float, high: float) -> str:

@@ -118,4 +118,9 @@ SPECIFICITY_METRICS = (
     "positive_effect",
     "target_ce_delta",
     "target_codes_changed",
+    "target_clap_effect",
+    "target_clap_low",
+    "target_clap_high",
+    "control_clap_median",
+    "positive_clap_effect",
 )
