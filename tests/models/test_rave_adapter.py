@@ -237,3 +237,29 @@ def test_kedro_preprocess_and_extract_with_the_debug_rave(small_project):
 def test_rave_runs_on_cpu_in_float32_only():
     with pytest.raises(MusicSAEError, match="device: cpu"):
         load_adapter(ModelConfig(family="rave", spec="debug", device="cuda"))
+
+
+def test_recording_without_audio_stops_after_the_last_recorded_site(adapter, clips_BS):
+    z_BZT = torch.as_tensor(adapter.encode_audio(clips_BS[:2]), dtype=torch.float32)
+    model = adapter.model
+    audio_BS, whole = model.run(z_BZT, record={3, 16})
+    none, early = model.run(z_BZT, record={3, 16}, audio=False)
+    assert audio_BS is not None and none is None
+    for index in (3, 16):
+        torch.testing.assert_close(early[index], whole[index], rtol=0, atol=0)
+    calls = []
+    blocks = list(model.blocks)
+
+    class CountingBlock(torch.nn.Module):
+        def forward(self, x):
+            calls.append(1)
+            return blocks[-1](x)
+
+    model.blocks = [*blocks[:-1], CountingBlock()]
+    try:
+        model.run(z_BZT, record={3}, audio=False)
+        assert calls == []  # the last (most expensive) block never ran
+        model.run(z_BZT, record={3})
+        assert calls == [1]
+    finally:
+        model.blocks = blocks

@@ -130,7 +130,7 @@ class RaveAdapter(ModelAdapter):
         z_BZT = torch.as_tensor(np.asarray(codes_BKT), dtype=torch.float32)
         n_frames = z_BZT.shape[-1]
         indices = {layer: self._site_index(layer) for layer in layers}
-        _, saved = self.model.run(z_BZT, record=set(indices.values()))
+        _, saved = self.model.run(z_BZT, record=set(indices.values()), audio=False)
         acts = {
             layer: _pool_frames(saved[index], n_frames, policy) for layer, index in indices.items()
         }
@@ -174,7 +174,7 @@ class RaveAdapter(ModelAdapter):
         """``{site name: acts_BCT}`` at each site's full time resolution."""
         indices = [self._site_index(s) for s in sites]
         z = torch.as_tensor(np.asarray(z_BZT), dtype=torch.float32)
-        _, saved = self.model.run(z, record=set(indices))
+        _, saved = self.model.run(z, record=set(indices), audio=False)
         return {self.model.sites[i].name: saved[i] for i in indices}
 
     def provenance(self, policy: str) -> dict[str, str | int | float]:

@@ -161,8 +161,12 @@ class SteppedRave:
         record: set[int] | None = None,
         patches: dict[int, PatchFn] | None = None,
         start: Prefix | None = None,
-    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        audio: bool = True,
+    ) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
         """Decode block by block: ``(audio_BS, {site index: acts_BCT})``.
+
+        ``audio=False`` stops after the last recorded site (the later blocks, at the
+        highest time resolution, cost the most) and returns ``None`` for the audio.
 
         ``patches[site](acts_BCT)`` replaces the activation at that site before the rest
         of the decoder runs (a patched residual branch is added to the block input).
@@ -195,6 +199,8 @@ class SteppedRave:
         else:
             x, site, blocks = start.x_BCT, start.site, self.blocks[start.block :]
         for block in blocks:
+            if not audio and record and record <= saved.keys():
+                return None, saved
             parts = residual_branches(block)
             if parts is None:
                 x = visit(site, block(x))
@@ -207,6 +213,8 @@ class SteppedRave:
             x_net = visit(site, x_net)
             x = visit(site + 1, x_net + x_res)
             site += 2
+        if not audio:
+            return None, saved
         return self._tail(torch.tanh(x), z_BZT.shape[-1]), saved
 
     def _tail(self, y: torch.Tensor, n_frames: int) -> torch.Tensor:
