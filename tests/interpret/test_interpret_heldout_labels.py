@@ -135,9 +135,7 @@ def test_eight_training_tracks_widen_the_window_with_a_note(tmp_path, caplog):
         assert train.rate_F[PIANO] == 0.25
         chosen = select_candidates(train, held, tracks, CandidateConfig(detectors=False))
         labels = _labels(train, held, tracks, CandidateConfig(detectors=False))
-        page = render_report(
-            train.site, {}, train, labels, {"available": False}, {}, {}, ReportConfig(), window
-        ).html
+        page = render_report(train.site, {}, train, labels, {}, {}, ReportConfig(), window).html
     assert PIANO in chosen.features and chosen.window.adapted
     assert [r.getMessage() for r in caplog.records if "widened" in r.getMessage()]
     assert 'id="window-note"' in page and "interpret.candidates.max_rate" in page

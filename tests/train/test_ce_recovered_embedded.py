@@ -62,7 +62,7 @@ def test_ablation_is_worse_than_the_sae_splice_which_is_worse_than_clean(musicge
         d_in=musicgen.d_model,
         site=f"musicgen.l{LAYER}",
         model_spec="embedded:musicgen-synth",
-        sae_cfg=SAEConfig(architecture="topk", expansion_factor=4, k=16),
+        sae_cfg=SAEConfig(architecture="topk", expansion_factor=8, k=32),  # the demo recipe
         train_cfg=TrainConfig(
             steps=300, batch_size=256, warmup_steps=20, norm_tokens=4096, progress=False
         ),
