@@ -72,6 +72,37 @@ def corpus(folder: Path, n_train: int = 6, n_heldout: int = 2) -> tuple[pd.DataF
     return tracks, codes
 
 
+DEMO_MODEL = ModelConfig(family="musicgen", spec="embedded:musicgen-synth", seed=0)
+
+
+def demo_corpus(folder: Path, n_train: int = 10, n_heldout: int = 3):
+    """The demo's kind of data: synthetic tracks (one 2-s clip each) encoded by the
+    embedded MusicGen-synth's trained codec."""
+    from musicsae_kedro.models.base import load_adapter
+    from musicsae_kedro.pretrain.config import PretrainCorpusConfig
+    from musicsae_kedro.pretrain.corpus import render_corpus
+
+    n = n_train + n_heldout
+    clips = render_corpus(
+        PretrainCorpusConfig(n_tracks=n, track_seconds=2.0, sample_rate=8000, seed=5)
+    )
+    codes_NKT = load_adapter(DEMO_MODEL).encode_audio(clips.audio_NS)
+    tracks = pd.DataFrame(
+        {
+            "key": [f"t{i}" for i in range(n)],
+            "track_id": [f"t{i}" for i in range(n)],
+            "split": ["train"] * n_train + ["heldout"] * n_heldout,
+            "text": ["music"] * n,
+            "n_clips": [1] * n,
+        }
+    )
+    codes = CodesStore(folder / "codes")
+    info = CodecInfo(DEMO_MODEL.spec, 8000, codes_NKT.shape[1], codes_NKT.shape[2])
+    for i, key in enumerate(tracks["key"]):
+        codes.commit(TrackCodes(key, codes_NKT[i : i + 1].astype(np.int32), info))
+    return tracks, codes
+
+
 def train(folder: Path, out: Path, params: dict | None = None) -> dict:
     """Train both sites online (the launcher's processes); every process saves its
     weights to ``out/rank<r>_l<layer>.pt``; rank 0 the summaries to ``out/summary.json``."""
@@ -172,9 +203,11 @@ def test_killed_online_run_resumes_to_the_uninterrupted_tensors(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_online_sae_explains_as_much_as_a_store_trained_one(tmp_path: Path, make_store):
+@pytest.mark.parametrize("data", ["debug", "demo"])
+def test_online_sae_explains_as_much_as_a_store_trained_one(tmp_path: Path, make_store, data):
     """Same model, same clips, same steps: the online SAE's held-out EV is the
-    store-trained SAE's within noise (each on its own shuffle)."""
+    store-trained SAE's within noise (each on its own shuffle); on random debug codes and
+    on the demo's data (the embedded MusicGen-synth on synthetic tracks)."""
     from musicsae_kedro.activations.sets import ActivationSet
     from musicsae_kedro.models.base import load_adapter
     from musicsae_kedro.sae.online.stream import ModelPasses, split_clips
@@ -186,9 +219,15 @@ def test_online_sae_explains_as_much_as_a_store_trained_one(tmp_path: Path, make
         "train": {**PARAMS["train"], "steps": 60},
         "checkpoint": {"every": None},
     }
-    tracks, codes = corpus(tmp_path, n_train=10, n_heldout=3)
+    model = MODEL if data == "debug" else DEMO_MODEL
+    if data == "debug":
+        tracks, codes = corpus(tmp_path, n_train=10, n_heldout=3)
+    else:  # a 128-wide residual stream: a wider code and more tokens than debug's
+        tracks, codes = demo_corpus(tmp_path, n_train=24, n_heldout=6)
+        params["sae"] = {**params["sae"], "k": 16}
+        params["train"] = {**params["train"], "steps": 150}
     online = train_model_online(
-        MODEL,
+        model,
         "musicgen",
         [1],
         tracks,
@@ -199,7 +238,7 @@ def test_online_sae_explains_as_much_as_a_store_trained_one(tmp_path: Path, make
     )
     _, online_summary = online[1]
 
-    adapter = load_adapter(MODEL)
+    adapter = load_adapter(model)
     passes = ModelPasses(adapter, codes, [1], adapter.positions_policies[0], 4)
     stores = tmp_path / "stores"
     stores.mkdir()
@@ -215,7 +254,7 @@ def test_online_sae_explains_as_much_as_a_store_trained_one(tmp_path: Path, make
         tracks,
         codes,
         CheckpointFile(tmp_path / "store.pt"),
-        MODEL,
+        model,
         SiteTrainingConfig.from_params(store_params),
     )
     assert store_summary["explained_variance"] > 0.3

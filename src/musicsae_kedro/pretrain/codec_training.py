@@ -20,8 +20,6 @@ threads), so a time-budgeted run is continued by running it again.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -33,7 +31,6 @@ import torch
 from transformers import EncodecModel
 from transformers.utils import logging as hf_logging
 
-from musicsae_kedro.durable import atomic_path
 from musicsae_kedro.models.musicgen.codebooks import code_usage, encoder_frames
 from musicsae_kedro.models.musicgen.configs import synth_encodec_config
 from musicsae_kedro.pretrain.codec_discriminator import (
@@ -49,6 +46,7 @@ from musicsae_kedro.pretrain.codec_losses import (
 )
 from musicsae_kedro.pretrain.config import CodecTrainConfig
 from musicsae_kedro.pretrain.quantizer import kmeans_init, quantize
+from musicsae_kedro.pretrain.resumable import config_fingerprint, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 LogFn = Callable[[dict[str, float], int], None]
@@ -71,9 +69,7 @@ CHECKPOINT_FORMAT = 1
 def fingerprint(cfg: CodecTrainConfig, data: dict[str, Any]) -> str:
     """Hash of everything that shapes the trained weights: the config without its
     ``RESUMABLE_FIELDS`` and ``data`` (the corpus config, the sample rate)."""
-    shaping = {k: v for k, v in cfg.model_dump().items() if k not in RESUMABLE_FIELDS}
-    text = json.dumps({"train": shaping, "data": data}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return config_fingerprint(cfg, RESUMABLE_FIELDS, data)
 
 
 def build_codec(cfg: CodecTrainConfig) -> EncodecModel:
@@ -174,25 +170,12 @@ class CodecTrainer:
         }
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, clean_stale=True) as tmp:
-            torch.save(self.state(), tmp)
-        logger.info("codec checkpoint at step %d: %s", self.step, path)
+        save_checkpoint(path, self.state(), "codec")
 
     def load(self, path: str | Path) -> bool:
         """Continue from ``path`` if it holds a checkpoint of this configuration."""
-        path = Path(path)
-        if not path.exists():
-            return False
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != self.fingerprint:
-            logger.warning(
-                "codec checkpoint %s is of another configuration (%s, now %s): starting over",
-                path,
-                state.get("fingerprint"),
-                self.fingerprint,
-            )
+        state = load_checkpoint(path, CHECKPOINT_FORMAT, self.fingerprint, "codec")
+        if state is None:
             return False
         self.codec.load_state_dict(state["codec"])
         if self.disc is not None:
@@ -204,7 +187,6 @@ class CodecTrainer:
         self.step = int(state["step"])
         self.history = list(state["history"])
         self.train_seconds = float(state["train_seconds"])
-        logger.info("codec training resumes at step %d from %s", self.step, path)
         return True
 
     # ------------------------------------------------------------------ training

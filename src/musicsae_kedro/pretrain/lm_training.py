@@ -13,8 +13,6 @@ it again.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import math
 import time
@@ -26,9 +24,9 @@ import numpy as np
 import torch
 from transformers import MusicgenForConditionalGeneration, PreTrainedTokenizerBase
 
-from musicsae_kedro.durable import atomic_path
 from musicsae_kedro.pretrain.config import MusicgenTrainConfig
 from musicsae_kedro.pretrain.musicgen_lm import codebook_ce, conditioned_forward, tokenize
+from musicsae_kedro.pretrain.resumable import config_fingerprint, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 LogFn = Callable[[dict[str, float], int], None]
@@ -41,9 +39,7 @@ CHECKPOINT_FORMAT = 1
 def lm_fingerprint(cfg: MusicgenTrainConfig, data: dict[str, Any]) -> str:
     """Hash of everything that shapes the trained weights: the config without its
     ``RESUMABLE_FIELDS`` and ``data`` (corpus config, codec fingerprint)."""
-    shaping = {k: v for k, v in cfg.model_dump().items() if k not in RESUMABLE_FIELDS}
-    text = json.dumps({"train": shaping, "data": data}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return config_fingerprint(cfg, RESUMABLE_FIELDS, data)
 
 
 def lr_at(step: int, cfg: MusicgenTrainConfig) -> float:
@@ -110,25 +106,12 @@ class LmTrainer:
         }
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, clean_stale=True) as tmp:
-            torch.save(self.state(), tmp)
-        logger.info("musicgen checkpoint at step %d: %s", self.step, path)
+        save_checkpoint(path, self.state(), "musicgen")
 
     def load(self, path: str | Path) -> bool:
         """Continue from ``path`` if it holds a checkpoint of this configuration."""
-        path = Path(path)
-        if not path.exists():
-            return False
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != self.fingerprint:
-            logger.warning(
-                "musicgen checkpoint %s is of another configuration (%s, now %s): starting over",
-                path,
-                state.get("fingerprint"),
-                self.fingerprint,
-            )
+        state = load_checkpoint(path, CHECKPOINT_FORMAT, self.fingerprint, "musicgen")
+        if state is None:
             return False
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -138,7 +121,6 @@ class LmTrainer:
         self.best, self.best_state = dict(state["best"]), state["best_state"]
         self.history = list(state["history"])
         self.train_seconds = float(state["train_seconds"])
-        logger.info("musicgen training resumes at step %d from %s", self.step, path)
         return True
 
     # ------------------------------------------------------------------ training
