@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -181,14 +181,18 @@ def sample_spec(
     mode: Mode,
     loudness: Loudness,
     seed: int,
+    tonics: Sequence[int] = tuple(range(12)),
 ) -> SynthSpec:
-    """Draw the numeric details (BPM, RMS level, root) of a spec with the given labels."""
+    """Draw the numeric details (BPM, RMS level, root) of a spec with the given labels;
+    the root is one of ``tonics`` (pitch classes)."""
     lo_bpm, hi_bpm = TEMPO_BPM_RANGES[tempo]
     lo_db, hi_db = LOUDNESS_RMS_DBFS_RANGES[loudness]
     # Rounded so that the numbers in manifests and captions are the exact ones rendered.
     tempo_bpm = round(float(rng.uniform(lo_bpm, hi_bpm)), 1)
     rms_dbfs = round(float(rng.uniform(lo_db, hi_db)), 1)
-    root = int(rng.integers(12))
+    # One draw whatever ``tonics`` is, so the streams after it do not depend on it (with
+    # all twelve tonics the root is the draw itself).
+    root = int(tonics[int(rng.integers(12)) % len(tonics)])
     return SynthSpec(
         instrument=instrument,
         register=register,

@@ -37,6 +37,8 @@ CAPTION_FIELDS = (
     "root_name",
     "rms_dbfs",
 )
+#: The tonic of every track unless the ``tonics`` option says otherwise (see there).
+DEFAULT_TONICS: tuple[str, ...] = ("C",)
 #: Label concepts in tag and design order, with the vocabulary each is drawn from.
 CONCEPTS: dict[str, tuple[str, ...]] = {
     "instrument": synth.INSTRUMENTS,
@@ -86,6 +88,12 @@ class SyntheticCorpusConfig(ParamsModel):
     """Modes to use (a subset of ``synth.MODES``)."""
     loudness: tuple[str, ...] = synth.LOUDNESS_LEVELS
     """Loudness classes to use (a subset of ``synth.LOUDNESS_LEVELS``)."""
+    tonics: tuple[str, ...] = DEFAULT_TONICS
+    """Pitch classes the tonic is drawn from (names in ``synth.PITCH_CLASS_NAMES``). One
+    tonic (the default, C) makes the mode a matter of pitch content (E, A, B against E♭,
+    A♭, B♭) that a linear read-out of chroma, codes or activations can see; with
+    several, relative major and minor keys share their notes and only a key-invariant
+    read-out (``evidence.descriptors``: key-profile correlations) separates the modes."""
     caption_template: str = DEFAULT_CAPTION_TEMPLATE
     """``str.format`` template over ``CAPTION_FIELDS``."""
 
@@ -111,6 +119,25 @@ class SyntheticCorpusConfig(ParamsModel):
                 f"list distinct names among {', '.join(map(repr, vocabulary))}",
             )
         return tuple(names)
+
+    @field_validator("tonics", mode="before")
+    @classmethod
+    def _tonics(cls, value: Any) -> tuple[str, ...]:
+        names = (value,) if isinstance(value, str) else value
+        if (
+            not isinstance(names, Sequence)
+            or not names
+            or not all(isinstance(v, str) and v in synth.PITCH_CLASS_NAMES for v in names)
+            or len(set(names)) != len(names)
+        ):
+            raise Invalid(
+                f"is not a list of distinct pitch classes ({value!r})",
+                f"list names among {', '.join(synth.PITCH_CLASS_NAMES)}, e.g. `tonics: [C]`",
+            )
+        return tuple(names)
+
+    def tonic_pitch_classes(self) -> tuple[int, ...]:
+        return tuple(synth.PITCH_CLASS_NAMES.index(name) for name in self.tonics)
 
     def vocabularies(self) -> dict[str, tuple[str, ...]]:
         """The values each concept is drawn from, in ``CONCEPTS`` order."""
@@ -213,6 +240,7 @@ class SyntheticCorpus(CorpusPlugin):
             np.random.default_rng([cfg.seed, 0, *space]),
         )
         width = max(4, len(str(cfg.n_tracks - 1)))
+        tonics = cfg.tonic_pitch_classes()
         specs: dict[str, synth.SynthSpec] = {}
         for index, levels in enumerate(design_NK):
             labels = {
@@ -224,7 +252,7 @@ class SyntheticCorpus(CorpusPlugin):
                 np.random.SeedSequence([cfg.seed, 2, index, *space]).generate_state(1)[0]
             )
             specs[f"synth-{index:0{width}d}"] = synth.sample_spec(
-                details_rng, seed=track_seed, **labels
+                details_rng, seed=track_seed, tonics=tonics, **labels
             )
         return specs
 

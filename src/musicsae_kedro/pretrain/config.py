@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from musicsae_kedro.config import ParamsModel, TupleOf
-from musicsae_kedro.corpora.synthetic import DEFAULT_CAPTION_TEMPLATE
+from musicsae_kedro.corpora.synthetic import DEFAULT_CAPTION_TEMPLATE, DEFAULT_TONICS
 
 
 class PretrainCorpusConfig(ParamsModel):
@@ -24,6 +24,9 @@ class PretrainCorpusConfig(ParamsModel):
     """Tracks held out for early stopping and the evidence (drawn by ``seed``)."""
     caption_template: str = DEFAULT_CAPTION_TEMPLATE
     """Caption template over the synthetic labels (conditions MusicGen)."""
+    tonics: tuple[str, ...] = DEFAULT_TONICS
+    """Pitch classes of the tonics (the synthetic corpus's ``tonics`` option: one tonic
+    makes the mode measurable by pitch content)."""
 
 
 class CodecFitConfig(ParamsModel):

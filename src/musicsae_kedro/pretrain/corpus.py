@@ -76,6 +76,7 @@ def render_corpus(cfg: PretrainCorpusConfig, progress: bool = False) -> SynthCli
         sample_rate=cfg.sample_rate,
         seed=cfg.seed,
         caption_template=cfg.caption_template,
+        tonics=cfg.tonics,
     )
     vocabularies = corpus.config.vocabularies()
     audio, captions, labels, roots, ids = [], [], [], [], []
