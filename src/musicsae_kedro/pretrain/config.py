@@ -141,7 +141,9 @@ class EvidenceConfig(ParamsModel):
     pitch_shift_semitones: float = 3.0
     """Pitch shift applied to the autoencoder's input for the pitch-follow check."""
     seed: int = 0
-    """Seeds the random baseline models and the probe fits."""
+    """Seeds the random baseline models, the probe fits and the bootstrap draws."""
+    bootstrap: PositiveInt = 2000
+    """Bootstrap resamples of the held-out clips behind every CE and accuracy interval."""
 
 
 class CodecTrainConfig(ParamsModel):
