@@ -24,7 +24,7 @@ class PretrainCorpusConfig(ParamsModel):
     """Tracks held out for early stopping and the evidence (drawn by ``seed``)."""
     caption_template: str = DEFAULT_CAPTION_TEMPLATE
     """Caption template over the synthetic labels (conditions MusicGen)."""
-    tonics: tuple[str, ...] = DEFAULT_TONICS
+    tonics: TupleOf[str] = DEFAULT_TONICS
     """Pitch classes of the tonics (the synthetic corpus's ``tonics`` option: one tonic
     makes the mode measurable by pitch content)."""
 
