@@ -140,3 +140,16 @@ def test_key_descriptors_tell_the_mode_in_every_key():
     chroma_probe = probe_scores(train_TD[:, chroma_D], train_minor[None], held_TD[:, chroma_D])
     assert auroc(key_probe.heldout_CU[0], held_minor) >= 0.9
     assert auroc(chroma_probe.heldout_CU[0], held_minor) < 0.75
+
+
+def test_the_key_spectrogram_moves_only_the_key_columns():
+    """The 66 descriptors before the key ones do not depend on the key spectrogram, so
+    numbers measured before the key descriptors stay comparable."""
+    audio, _ = _clips_in_every_key(2, seed=3)
+    clip = audio["c1"]
+    fine = clip_descriptors_D(clip, SR)
+    coarse = clip_descriptors_D(clip, SR, DescriptorConfig(key_frame_seconds=0.064))
+    n_key = len(KEY_DESCRIPTOR_NAMES)
+    np.testing.assert_array_equal(fine[:-n_key], coarse[:-n_key])
+    assert not np.allclose(fine[-n_key:], coarse[-n_key:])
+    assert fft_size(SR, DescriptorConfig(), DescriptorConfig().key_frame_seconds) == 2048
