@@ -73,16 +73,16 @@ def environment() -> dict[str, Any]:
 
 def train_musicgen_synth(
     corpus: SynthClips,
+    codec: EncodecBundle | None,
     codec_cfg: CodecFitConfig,
     cfg: MusicgenTrainConfig,
     params: dict[str, Any],
     log_fn: LogFn,
 ) -> tuple[MusicgenBundle, dict[str, Any]]:
-    """Fit the codec's codebooks (or take the trained codec ``codec_cfg.trained``), encode
-    the corpus, train the decoder LM."""
+    """Encode the corpus with the trained ``codec`` (``None``: random convolutions whose
+    codebooks are fitted by k-means, ``codec_cfg``), train the decoder LM."""
     train_audio = corpus.audio_NS[~corpus.heldout_N]
-    if codec_cfg.trained is not None:
-        codec = load_encodec_bundle(codec_cfg.trained)
+    if codec is not None:
         params = {
             **params,
             "codec_card": {k: codec.card.get(k) for k in ("name", "fingerprint", "steps_reached")},
