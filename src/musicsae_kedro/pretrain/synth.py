@@ -71,6 +71,18 @@ def environment() -> dict[str, Any]:
     }
 
 
+def invocation_summary(invocations: list[dict[str, Any]]) -> dict[str, Any]:
+    """The card's record of how the weights were trained: every invocation of the
+    resumable training (``resumable.InvocationLog``, kept in the checkpoint) and their
+    total wall time."""
+    return {
+        "invocations": invocations,
+        "invocations_wall_seconds": round(
+            sum(r.get("wall_seconds") or 0.0 for r in invocations), 1
+        ),
+    }
+
+
 def train_musicgen_synth(
     corpus: SynthClips,
     codec: EncodecBundle | None,
@@ -101,7 +113,7 @@ def train_musicgen_synth(
     metrics = train_musicgen(
         model, tokenizer, codes_NKT, corpus.captions, corpus.heldout_N, cfg, log_fn, data
     )
-    history = metrics.pop("history")
+    history, invocations = metrics.pop("history"), metrics.pop("invocations")
     log_fn(
         {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
         int(metrics["steps_run"]),
@@ -116,6 +128,7 @@ def train_musicgen_synth(
         "node_wall_seconds": time.perf_counter() - started,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
+        **invocation_summary(invocations),
         "environment": environment(),
     }
     return MusicgenBundle(model, tokenizer, card), {**metrics, "codes_used": usage}
@@ -267,7 +280,7 @@ def train_encodec_synth(
         {f"final/{k.split('/')[-1]}": v for k, v in final.items() if k != "step"},
         int(metrics["steps_reached"]),
     )
-    summary = {k: v for k, v in metrics.items() if k != "history"}
+    summary = {k: v for k, v in metrics.items() if k not in ("history", "invocations")}
     card = {
         "name": "encodec-synth",
         "fingerprint": metrics["fingerprint"],
@@ -280,6 +293,7 @@ def train_encodec_synth(
         "node_wall_seconds": time.perf_counter() - started,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
+        **invocation_summary(metrics["invocations"]),
         "environment": environment(),
     }
     return EncodecBundle(codec, card), summary
