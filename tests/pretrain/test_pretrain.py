@@ -304,3 +304,16 @@ def test_the_lm_trains_on_the_given_codec_and_its_card_lists_every_invocation(co
         random_bundle.model.audio_encoder.quantizer.layers[0].codebook.embed,
         codec.quantizer.layers[0].codebook.embed,
     )
+
+
+def test_the_rave_card_records_its_one_invocation(corpus, monkeypatch):
+    from musicsae_kedro.pretrain import synth
+
+    monkeypatch.setattr("sys.argv", ["/venv/bin/kedro", "run", "--pipeline=pretrain_small"])
+    export, _ = synth.train_rave_synth(corpus, TINY_RAVE, {}, lambda m, s: None)
+    (record,) = export.card["invocations"]
+    assert record["steps"] == [0, 3] and record["stopped_by"] == "steps"
+    assert record["command"] == "kedro run --pipeline=pretrain_small"
+    assert record["started_utc"] <= record["ended_utc"] and record["wall_seconds"] >= 0.0
+    assert len(record["load_average_1_5_15_min"]["end"]) == 3
+    assert export.card["invocations_wall_seconds"] == record["wall_seconds"]

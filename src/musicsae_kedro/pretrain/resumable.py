@@ -123,3 +123,12 @@ class InvocationLog:
         record["steps"] = [record["steps"][0], step]
         record["load_average_1_5_15_min"]["end"] = _load_average()
         record["stopped_by"] = stopped_by
+
+
+def invocations_card(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The model card's record of how the weights were trained: every invocation and
+    their total wall time."""
+    return {
+        "invocations": records,
+        "invocations_wall_seconds": round(sum(r.get("wall_seconds") or 0.0 for r in records), 1),
+    }

@@ -58,6 +58,7 @@ from musicsae_kedro.pretrain.musicgen_lm import (
     fit_synth_codec,
 )
 from musicsae_kedro.pretrain.rave_ae import LogFn, arch_config, export_trained, train_rave
+from musicsae_kedro.pretrain.resumable import InvocationLog, invocations_card
 
 logger = logging.getLogger(__name__)
 
@@ -68,18 +69,6 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
-    }
-
-
-def invocation_summary(invocations: list[dict[str, Any]]) -> dict[str, Any]:
-    """The card's record of how the weights were trained: every invocation of the
-    resumable training (``resumable.InvocationLog``, kept in the checkpoint) and their
-    total wall time."""
-    return {
-        "invocations": invocations,
-        "invocations_wall_seconds": round(
-            sum(r.get("wall_seconds") or 0.0 for r in invocations), 1
-        ),
     }
 
 
@@ -128,7 +117,7 @@ def train_musicgen_synth(
         "node_wall_seconds": time.perf_counter() - started,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
-        **invocation_summary(invocations),
+        **invocations_card(invocations),
         "environment": environment(),
     }
     return MusicgenBundle(model, tokenizer, card), {**metrics, "codes_used": usage}
@@ -175,21 +164,28 @@ def musicgen_synth_generation_evidence(
 def train_rave_synth(
     corpus: SynthClips, cfg: RaveTrainConfig, params: dict[str, Any], log_fn: LogFn
 ) -> tuple[RaveExport, dict[str, Any]]:
-    """Train the autoencoder and export it in the distributed TorchScript layout."""
+    """Train the autoencoder and export it in the distributed TorchScript layout (one
+    invocation: the training does not resume, a rerun starts over)."""
+    invocation = InvocationLog()
+    invocation.begin(0)
     train_NS = corpus.audio_NS[~corpus.heldout_N]
     model, metrics = train_rave(
         train_NS, corpus.audio_NS[corpus.heldout_N], cfg, corpus.sample_rate, log_fn
     )
     log_fn({f"final/{k}": v for k, v in metrics.items()}, int(metrics["steps_run"]))
+    export = export_trained(model, train_NS)
+    steps = int(metrics["steps_run"])
+    invocation.update(steps, "steps" if steps >= cfg.steps else "early_stop")
     card = {
         "name": "rave-synth",
         **params,
         "architecture": asdict(model.cfg),
         "metrics": metrics,
         "parameters": sum(p.numel() for p in model.parameters()),
+        **invocations_card(invocation.records),
         "environment": environment(),
     }
-    return RaveExport(export_trained(model, train_NS), card), metrics
+    return RaveExport(export, card), metrics
 
 
 def _heldout(corpus: SynthClips, cfg: EvidenceConfig) -> SynthClips:
@@ -293,7 +289,7 @@ def train_encodec_synth(
         "node_wall_seconds": time.perf_counter() - started,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
-        **invocation_summary(metrics["invocations"]),
+        **invocations_card(metrics["invocations"]),
         "environment": environment(),
     }
     return EncodecBundle(codec, card), summary
