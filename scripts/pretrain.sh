@@ -9,6 +9,7 @@
 #
 # Usage: scripts/pretrain.sh [kedro run options, e.g. --params=pretrain_output_dir=...]
 #   KEDRO    the kedro executable (default .venv/bin/kedro)
+#   PYTHON   the Python beside it (creates the MLflow store first; default: KEDRO's folder)
 #   LOG_DIR  where the logs go (default logs)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,29 +21,62 @@ mkdir -p "$LOG_DIR"
 
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 
-declare -A stream_of=()
-# Background jobs of a script ignore SIGINT: pass an interruption on to both.
-trap 'kill -TERM "${!stream_of[@]}" 2>/dev/null' INT TERM
-for stream in "${STREAMS[@]}"; do
-  log="$LOG_DIR/$stream.log"
-  echo "# $stream started $(now): $KEDRO run --pipeline=$stream $*" >"$log"
+# Two runs creating a new MLflow sqlite store at the same moment race on its schema
+# migrations (one fails: "duplicate column name"): create it before the streams start.
+PYTHON=${PYTHON:-$(dirname "$KEDRO")/python}
+"$PYTHON" - <<'EOF' || exit 1
+import yaml
+uri = yaml.safe_load(open("conf/base/mlflow.yml"))["server"]["mlflow_tracking_uri"]
+if uri.startswith("sqlite:"):
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri=uri).search_experiments()
+EOF
+
+# One stream, logging its start and end. A signal stops kedro (default action) but not
+# this wrapper (a no-op handler, which kedro does not inherit), so the end is logged.
+run_stream() {
+  local stream=$1
+  shift
+  trap ':' INT TERM
+  echo "# $stream started $(now): $KEDRO run --pipeline=$stream $*"
   # One thread per stream: the two streams fill a 2-core machine, and one thread makes
   # every training deterministic given its seed.
   OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
-    "$KEDRO" run --pipeline="$stream" "$@" >>"$log" 2>&1 &
-  stream_of[$!]=$stream
-  echo "[pretrain] $stream started (pid $!), log $log"
+    "$KEDRO" run --pipeline="$stream" "$@"
+  local rc=$?
+  echo "# $stream ended $(now), exit $rc"
+  return $rc
+}
+
+# Every stream in a process group of its own, so that an interruption reaches kedro and
+# its wrapper together (background jobs of a script would otherwise ignore SIGINT).
+set -m
+pids=()
+stopping=0
+stop_all() {
+  stopping=1
+  for p in "${pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null; done
+}
+trap stop_all INT TERM
+for stream in "${STREAMS[@]}"; do
+  ((stopping)) && break
+  run_stream "$stream" "$@" >"$LOG_DIR/$stream.log" 2>&1 &
+  pids+=($!)
+  echo "[pretrain] $stream started (pid $!), log $LOG_DIR/$stream.log"
 done
+((stopping)) && stop_all  # a signal between a start and its pid being recorded
 
 status=0
-while ((${#stream_of[@]})); do
-  unset done_pid
-  wait -n -p done_pid "${!stream_of[@]}"
+for i in "${!pids[@]}"; do
+  stream=${STREAMS[$i]}
+  wait "${pids[$i]}"
   rc=$?
-  [[ -n ${done_pid:-} && -n ${stream_of[$done_pid]:-} ]] || continue  # a trapped signal
-  stream=${stream_of[$done_pid]}
-  unset "stream_of[$done_pid]"
-  echo "# $stream ended $(now), exit $rc" >>"$LOG_DIR/$stream.log"
+  # A trapped signal interrupts `wait` (status > 128) while the stream may still run.
+  while ((rc > 128)) && kill -0 "${pids[$i]}" 2>/dev/null; do
+    wait "${pids[$i]}"
+    rc=$?
+  done
   if ((rc == 0)); then
     echo "[pretrain] $stream done"
   else

@@ -86,6 +86,7 @@ def _run_script(tmp_path: Path, fail_musicgen: int) -> subprocess.CompletedProce
     env = {
         **os.environ,
         "KEDRO": str(kedro),
+        "PYTHON": "true",  # no MLflow store to create
         "LOG_DIR": str(tmp_path / f"logs{fail_musicgen}"),
         "MARKERS": str(markers),
         "FAIL_MUSICGEN": str(fail_musicgen),
@@ -127,7 +128,7 @@ def test_stopping_make_pretrain_stops_both_streams(tmp_path):
     kedro.chmod(0o755)
     markers = tmp_path / "markers"
     markers.mkdir()
-    env = {**os.environ, "KEDRO": str(kedro), "LOG_DIR": str(tmp_path / "logs")}
+    env = {**os.environ, "KEDRO": str(kedro), "PYTHON": "true", "LOG_DIR": str(tmp_path / "logs")}
     script = subprocess.Popen(
         [str(REPO_ROOT / "scripts" / "pretrain.sh")],
         env={**env, "MARKERS": str(markers)},
