@@ -88,6 +88,14 @@ def test_corpus_labels_split_and_captions(corpus):
         render_corpus(PretrainCorpusConfig(n_tracks=1, sample_rate=8000))
 
 
+def test_corpus_tonics_come_from_the_option_as_yaml_writes_it():
+    """``tonics`` as a YAML list (default C alone); the roots follow it."""
+    default = render_corpus(PretrainCorpusConfig(n_tracks=6, track_seconds=0.5, sample_rate=8000))
+    assert set(default.roots_N.tolist()) == {0}
+    cfg = PretrainCorpusConfig(n_tracks=24, track_seconds=0.5, sample_rate=8000, tonics=["D", "G#"])
+    assert set(render_corpus(cfg).roots_N.tolist()) == {2, 8}
+
+
 def test_count_baselines_match_hand_computed_values():
     train = np.array([[[0, 0, 1, 1]]])  # one clip, one codebook
     test = np.array([[[0, 1, 1, 0]]])

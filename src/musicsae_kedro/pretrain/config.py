@@ -26,7 +26,7 @@ class PretrainCorpusConfig(ParamsModel):
     """Tracks held out for early stopping and the evidence (drawn by ``seed``)."""
     caption_template: str = DEFAULT_CAPTION_TEMPLATE
     """Caption template over the synthetic labels (conditions MusicGen)."""
-    tonics: tuple[str, ...] = DEFAULT_TONICS
+    tonics: TupleOf[str] = DEFAULT_TONICS
     """Pitch classes of the tonics (the synthetic corpus's ``tonics`` option: one tonic
     makes the mode measurable by pitch content)."""
 
@@ -146,7 +146,9 @@ class EvidenceConfig(ParamsModel):
     pitch_shift_semitones: float = 3.0
     """Pitch shift applied to the autoencoder's input for the pitch-follow check."""
     seed: int = 0
-    """Seeds the random baseline models and the probe fits."""
+    """Seeds the random baseline models, the probe fits and the bootstrap draws."""
+    bootstrap: PositiveInt = 2000
+    """Bootstrap resamples of the held-out clips behind every CE and accuracy interval."""
 
 
 class CodecTrainConfig(ParamsModel):
