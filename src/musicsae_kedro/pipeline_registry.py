@@ -69,5 +69,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     # Trains the embedded models: run on purpose only, never part of the default run.
-    pipelines["pretrain"] = pretrain.create_pipeline()
+    # `pretrain` and its two streams `pretrain_musicgen`, `pretrain_small` (make pretrain).
+    codec = ((params.get("pretrain") or {}).get("codec") or {}).get("source", "trained")
+    pipelines.update(pretrain.create_pipelines(str(codec)))
     return pipelines

@@ -65,6 +65,7 @@ def test_registering_pipelines_imports_no_model_library(tmp_path, overrides):
     registered = _register(make_project(tmp_path, overrides))
     assert registered["heavy"] == []
     assert {"__default__", "train", "interpret", "pretrain"} <= set(registered["pipelines"])
+    assert {"pretrain_musicgen", "pretrain_small"} <= set(registered["pipelines"])
 
 
 class _Records(logging.Handler):

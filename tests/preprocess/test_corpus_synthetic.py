@@ -49,8 +49,8 @@ def test_default_corpus_lists_consistent_tracks() -> None:
         assert lo <= track.meta["tempo_bpm"] < hi
         lo, hi = synth.LOUDNESS_RMS_DBFS_RANGES[labels["loudness"]]
         assert lo <= track.meta["rms_dbfs"] <= hi
-        assert track.meta["root"] in range(12)
-        assert track.meta["key"].endswith(labels["mode"])
+        assert track.meta["root"] == 0  # the default tonic, C
+        assert track.meta["key"] == f"C {labels['mode']}"
         assert (track.meta["sample_rate"], track.meta["seconds"]) == (16000, 8.0)
     assert corpus.describe()["n_tracks"] == 48
     assert corpus.describe()["plugin"] == "synthetic"
@@ -141,6 +141,38 @@ def test_caption_template_and_root_option() -> None:
         )
 
 
+def _specs(**options) -> list[synth.SynthSpec]:  # type: ignore[no-untyped-def]
+    corpus = SyntheticCorpus(n_tracks=60, track_seconds=1.0, seed=4, **options)
+    return [corpus.spec(t.track_id) for t in corpus.tracks()]
+
+
+def test_tonics_option_draws_the_root_and_nothing_else() -> None:
+    default = _specs()
+    assert {s.root for s in default} == {0}  # C alone
+    assert _specs(tonics="C") == _specs(tonics=["C"]) == default
+    every = _specs(tonics=list(synth.PITCH_CLASS_NAMES))
+    assert len({s.root for s in every}) == 12
+    two = _specs(tonics=["A", "D"])
+    assert {s.root for s in two} == {9, 2}
+    # One draw whatever the option: every other field (the note seed included) is the
+    # same, and a subset's tonic is the all-12 draw modulo its length.
+    for a, b, c in zip(default, every, two):
+        assert dataclasses.replace(a, root=0) == dataclasses.replace(b, root=0)
+        assert dataclasses.replace(c, root=0) == dataclasses.replace(b, root=0)
+        assert c.root == (9, 2)[b.root % 2]
+    corpus = SyntheticCorpus(n_tracks=4, tonics=["F#"])
+    track = next(iter(corpus.tracks()))
+    assert track.meta["root"] == 6 and track.meta["key"].startswith("F# ")
+
+
+def test_all_twelve_tonics_reproduce_the_corpus_before_the_option() -> None:
+    """The roots the corpus drew before the ``tonics`` option existed (random tonics,
+    commit 94d21ad's parent), pinned: ``tonics`` = all 12 still draws them."""
+    corpus = SyntheticCorpus(n_tracks=40, seed=0, tonics=list(synth.PITCH_CLASS_NAMES))
+    roots = [corpus.spec(t.track_id).root for t in corpus.tracks()]
+    assert roots[:12] == [3, 11, 6, 7, 0, 2, 8, 11, 11, 5, 3, 4]
+
+
 def test_track_ids_widen_for_large_corpora() -> None:
     corpus = SyntheticCorpus(n_tracks=12000, instruments=["flute"], registers=["mid"])
     ids = [t.track_id for t in itertools.islice(corpus.tracks(), 2)]
@@ -160,6 +192,14 @@ def test_track_ids_widen_for_large_corpora() -> None:
         ({"track_seconds": -1.0}, "'track_seconds' = -1.0 must be > 0"),
         ({"caption_template": "{genre} piece"}, "cannot be filled"),
         ({"colour": "blue"}, r"unknown keys \['colour'\]"),
+        ({"tonics": []}, r"'tonics' = \[\] is not a list of distinct pitch classes"),
+        (
+            {"tonics": ["C", "H"]},
+            "not a list of distinct pitch classes.*Fix: list names among C, C#",
+        ),
+        ({"tonics": ["Db"]}, "not a list of distinct pitch classes"),
+        ({"tonics": ["D", "D"]}, "not a list of distinct pitch classes"),
+        ({"tonics": 2}, "not a list of distinct pitch classes"),
     ],
 )
 def test_bad_options_raise_with_a_fix(options: dict, message: str) -> None:
@@ -195,11 +235,15 @@ def _catalog_corpus_options(env: str) -> dict:
 
 
 def _pretraining_corpora() -> list[dict]:
-    """The corpus every embedded model was trained on, as its card records it."""
+    """The corpus every embedded model was trained on, as its card records it (a card
+    written before the ``tonics`` option: random tonics, i.e. all 12)."""
     cards = [json.loads(p.read_text()) for p in sorted(_EMBEDDED.glob("*/card.json"))]
     assert len(cards) >= 2
     return [
-        {k: v for k, v in card["corpus"].items() if k not in ("heldout_fraction",)}
+        {
+            "tonics": list(synth.PITCH_CLASS_NAMES),
+            **{k: v for k, v in card["corpus"].items() if k not in ("heldout_fraction",)},
+        }
         for card in cards
     ]
 
@@ -224,7 +268,8 @@ def test_namespace_zero_keeps_the_pretraining_corpus_unchanged() -> None:
 
 @pytest.mark.parametrize("env", ["base", "evaluate"])
 def test_demo_and_evaluation_tracks_are_disjoint_from_the_pretraining_corpus(env: str) -> None:
-    """Render both corpora's specs: no shared note seed, no identical spec (seed aside)."""
+    """Render both corpora's specs: no shared note seed, and identical specs (seed aside)
+    no more often than chance."""
     options = _catalog_corpus_options(env)
     assert options.get("seed_namespace", 0) != 0
     held = SyntheticCorpus(**options)
@@ -234,9 +279,13 @@ def test_demo_and_evaluation_tracks_are_disjoint_from_the_pretraining_corpus(env
         pre_specs = [pretrain.spec(t.track_id) for t in pretrain.tracks()]
         assert len(pre_specs) == corpus_options["n_tracks"]
         assert not {s.seed for s in pre_specs} & {s.seed for s in held_specs}
-        assert not {_spec_without_seed(s) for s in pre_specs} & {
-            _spec_without_seed(s) for s in held_specs
-        }
+        # With one tonic, a few tracks coincide with a pretraining track in every label,
+        # BPM and level (rounded to 0.1) by chance: 1 of the demo's 192 and 2 of the
+        # evaluation env's 2,000 against 1,800 pretraining tracks in C; their note seeds,
+        # hence their melodies, differ (above).
+        pre_keys = {_spec_without_seed(s) for s in pre_specs}
+        shared = sum(_spec_without_seed(s) in pre_keys for s in held_specs)
+        assert shared <= 0.01 * len(held_specs)
     if env == "evaluate":
         assert len(held_specs) * 0.25 >= 500  # held-out tracks at preprocess's 25 %
 

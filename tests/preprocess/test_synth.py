@@ -12,12 +12,9 @@ from scipy.signal import find_peaks
 
 from musicsae_kedro.audio import synth
 from musicsae_kedro.errors import MusicSAEError
+from musicsae_kedro.evidence import estimated_key
 
 SR = 16000
-
-# Krumhansl-Kessler key profiles (tonic first).
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
 def _spec(rng: np.random.Generator, **labels: str) -> synth.SynthSpec:
@@ -36,13 +33,9 @@ def _rms_dbfs(x: np.ndarray) -> float:
 
 
 def _estimated_key(audio_S: np.ndarray) -> tuple[str, int]:
+    """The Krumhansl-Kessler key (``evidence.descriptors``) of the clip's mean chroma."""
     chroma_12 = librosa.feature.chroma_stft(y=audio_S, sr=SR, n_fft=8192, hop_length=2048).mean(1)
-    scores = {
-        (mode, root): np.corrcoef(chroma_12, np.roll(profile, root))[0, 1]
-        for mode, profile in (("major", KK_MAJOR), ("minor", KK_MINOR))
-        for root in range(12)
-    }
-    return max(scores, key=scores.__getitem__)
+    return estimated_key(chroma_12)
 
 
 def test_vocabularies_are_consistent() -> None:

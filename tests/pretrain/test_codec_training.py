@@ -225,3 +225,59 @@ def test_trained_codec_is_reused_only_for_its_fingerprint_and_steps(tmp_path):
     assert (
         synth.reusable_codec(corpus_cfg, tiny_cfg(reuse_dir=cfg.reuse_dir, lr=1e-3), RATE) is None
     )
+
+
+def _check_record(record: dict) -> None:
+    assert record["started_utc"] <= record["ended_utc"]
+    assert record["wall_seconds"] >= 0.0 and record["threads"] == torch.get_num_threads()
+    loads = record["load_average_1_5_15_min"]
+    assert len(loads["start"]) == 3 and len(loads["end"]) == 3
+
+
+def test_every_invocation_is_recorded_in_the_checkpoint_across_a_crash(tmp_path, monkeypatch):
+    from musicsae_kedro.pretrain.codec_training import CodecTrainer
+
+    audio = corpus()
+    data = {"corpus": "tiny"}
+    ckpt = tmp_path / "codec.ckpt"
+    cfg = tiny_cfg(adversarial_start=None, checkpoint_minutes=1e-9)  # a checkpoint per step
+    monkeypatch.setattr("sys.argv", ["/venv/bin/kedro", "run", "--pipeline=pretrain_musicgen"])
+    train_codec(audio[:4], audio[4:], cfg.model_copy(update={"steps": 2}), RATE, ckpt, data)
+    save = CodecTrainer.save
+
+    def killed_after_step_4(self, path):
+        save(self, path)
+        if self.step == 4:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(CodecTrainer, "save", killed_after_step_4)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_codec(audio[:4], audio[4:], cfg, RATE, ckpt, data)
+    monkeypatch.setattr(CodecTrainer, "save", save)
+    _, metrics = train_codec(audio[:4], audio[4:], cfg, RATE, ckpt, data)
+    records = metrics["invocations"]
+    assert [r["steps"] for r in records] == [[0, 2], [2, 4], [4, 6]]
+    assert [r["stopped_by"] for r in records] == ["steps", "interrupted", "steps"]
+    assert {r["command"] for r in records} == {"kedro run --pipeline=pretrain_musicgen"}
+    for record in records:
+        _check_record(record)
+    assert torch.load(ckpt, weights_only=True)["invocations"] == records
+    # A rerun that finds the training finished is an invocation too (of no step).
+    _, again = train_codec(audio[:4], audio[4:], cfg, RATE, ckpt, data)
+    assert again["invocations"][:3] == records and again["invocations"][3]["steps"] == [6, 6]
+    assert again["stopped_by"] == again["invocations"][3]["stopped_by"] == "already_finished"
+
+
+def test_a_checkpoint_from_before_invocations_were_recorded_says_so(tmp_path):
+    audio = corpus()
+    ckpt = tmp_path / "codec.ckpt"
+    cfg = tiny_cfg(adversarial_start=None)
+    train_codec(audio[:4], audio[4:], cfg.model_copy(update={"steps": 3}), RATE, ckpt, {})
+    state = torch.load(ckpt, weights_only=True)
+    del state["invocations"]
+    torch.save(state, ckpt)
+    _, metrics = train_codec(audio[:4], audio[4:], cfg, RATE, ckpt, {})
+    assert metrics["resumed_from_step"] == 3
+    first, second = metrics["invocations"]
+    assert first == {"steps": [0, 3], "stopped_by": "unrecorded (older checkpoint)"}
+    assert second["steps"] == [3, 6] and second["stopped_by"] == "steps"

@@ -89,6 +89,14 @@ def test_corpus_labels_split_and_captions(corpus):
         render_corpus(PretrainCorpusConfig(n_tracks=1, sample_rate=8000))
 
 
+def test_corpus_tonics_come_from_the_option_as_yaml_writes_it():
+    """``tonics`` as a YAML list (default C alone); the roots follow it."""
+    default = render_corpus(PretrainCorpusConfig(n_tracks=6, track_seconds=0.5, sample_rate=8000))
+    assert set(default.roots_N.tolist()) == {0}
+    cfg = PretrainCorpusConfig(n_tracks=24, track_seconds=0.5, sample_rate=8000, tonics=["D", "G#"])
+    assert set(render_corpus(cfg).roots_N.tolist()) == {2, 8}
+
+
 def test_count_baselines_match_hand_computed_values():
     train = np.array([[[0, 0, 1, 1]]])  # one clip, one codebook
     test = np.array([[[0, 1, 1, 0]]])
@@ -214,9 +222,17 @@ def test_musicgen_training_resumes_bit_identical_after_a_crash(corpus, tmp_path,
     assert resumed["best_heldout_ce"] == whole["best_heldout_ce"]
     assert resumed["history"] == whole["history"]
     assert all(torch.equal(whole_state[k], resumed_state[k]) for k in whole_state)
+    # the killed invocation is in the resumed run's record, up to its last checkpoint
+    assert [(r["steps"], r["stopped_by"]) for r in resumed["invocations"]] == [
+        ([0, 2], "interrupted"),
+        ([2, 4], "steps"),
+    ]
+    assert [r["steps"] for r in whole["invocations"]] == [[0, 4]]
     # a finished run is not trained again
     _, again = run(resumable)
     assert again["resumed_from_step"] == 4 and again["train_seconds"] == resumed["train_seconds"]
+    assert again["stopped_by"] == "already_finished"
+    assert len(again["invocations"]) == 3 and again["invocations"][2]["steps"] == [4, 4]
 
 
 def _frame_buzz(rate: int = 8000, hop: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
@@ -284,3 +300,65 @@ def test_musicgen_bundle_round_trip(tmp_path, fitted, corpus):
     )
     with pytest.raises(MusicSAEError, match="pretrain"):
         load_musicgen_bundle(tmp_path / "missing")
+
+
+def test_the_lm_trains_on_the_given_codec_and_its_card_lists_every_invocation(corpus, tmp_path):
+    from musicsae_kedro.pretrain import synth
+    from musicsae_kedro.pretrain.artifacts import EncodecBundle
+    from musicsae_kedro.pretrain.codec_training import build_codec
+    from musicsae_kedro.pretrain.config import CodecTrainConfig
+    from musicsae_kedro.pretrain.quantizer import kmeans_init
+
+    codec = build_codec(CodecTrainConfig(num_filters=2, hidden=8, seed=3))
+    frames_ND = torch.randn(512, 8, generator=torch.Generator().manual_seed(0))
+    kmeans_init(codec, frames_ND, torch.Generator().manual_seed(0), 2, frames_per_batch=64)
+    card = {"name": "encodec-synth", "fingerprint": "f00", "steps_reached": 7, "other": 1}
+    cfg = TINY_MUSICGEN.model_copy(update={"checkpoint_path": str(tmp_path / "lm.ckpt")})
+    params = {"corpus": {"n_tracks": 20}}
+
+    def train(cfg):
+        return synth.train_musicgen_synth(
+            corpus, EncodecBundle(codec, card), CodecFitConfig(), cfg, params, lambda m, s: None
+        )
+
+    train(cfg.model_copy(update={"time_budget_minutes": 1e-9}))
+    bundle, metrics = train(cfg)
+    for key, value in codec.state_dict().items():
+        assert torch.equal(bundle.model.audio_encoder.state_dict()[key], value), key
+    assert bundle.card["codec_card"] == {
+        "name": "encodec-synth",
+        "fingerprint": "f00",
+        "steps_reached": 7,
+    }
+    assert metrics["resumed_from_step"] == 0 and metrics["steps_run"] == 4
+    assert "invocations" not in metrics and "invocations" not in bundle.card["metrics"]
+    assert [(r["steps"], r["stopped_by"]) for r in bundle.card["invocations"]] == [
+        ([0, 0], "time_budget"),
+        ([0, 4], "steps"),
+    ]
+    assert bundle.card["invocations_wall_seconds"] == pytest.approx(
+        sum(r["wall_seconds"] for r in bundle.card["invocations"])
+    )
+    # The random codec for comparison: codebooks fitted here, another fingerprint.
+    random_bundle, random_metrics = synth.train_musicgen_synth(
+        corpus, None, CodecFitConfig(kmeans_iters=2), TINY_MUSICGEN, params, lambda m, s: None
+    )
+    assert "codec_card" not in random_bundle.card
+    assert random_metrics["fingerprint"] != metrics["fingerprint"]
+    assert not torch.equal(
+        random_bundle.model.audio_encoder.quantizer.layers[0].codebook.embed,
+        codec.quantizer.layers[0].codebook.embed,
+    )
+
+
+def test_the_rave_card_records_its_one_invocation(corpus, monkeypatch):
+    from musicsae_kedro.pretrain import synth
+
+    monkeypatch.setattr("sys.argv", ["/venv/bin/kedro", "run", "--pipeline=pretrain_small"])
+    export, _ = synth.train_rave_synth(corpus, TINY_RAVE, {}, lambda m, s: None)
+    (record,) = export.card["invocations"]
+    assert record["steps"] == [0, 3] and record["stopped_by"] == "steps"
+    assert record["command"] == "kedro run --pipeline=pretrain_small"
+    assert record["started_utc"] <= record["ended_utc"] and record["wall_seconds"] >= 0.0
+    assert len(record["load_average_1_5_15_min"]["end"]) == 3
+    assert export.card["invocations_wall_seconds"] == record["wall_seconds"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -246,19 +247,20 @@ def _table(
     def clips(key: tuple) -> np.ndarray:
         return np.concatenate(shifts[key])
 
-    # (patch, site index, group, channels, site name, block, kind) of every row of a shift
-    entries = [("unshifted", -1, 0, "all", "(all studied sites)", -1, "all")]
+    # what every row of a shift patched, and where
+    entries = [_Patch("unshifted", -1, 0, "all", "(all studied sites)", -1, "all")]
     for i in sites:
         info = adapter.sites[i]
         for g, channels in enumerate(groups[i]):
             span = f"{channels[0]}-{channels[-1]}"
             for patch in ("shifted", *(c for c in cfg.controls if n_perm)):
-                entries.append((patch, i, g, span, info.name, info.block, info.kind))
+                entries.append(_Patch(patch, i, g, span, info.name, info.block, info.kind))
     rows = []
     for name in cfg.estimators:
         for shift in cfg.shifts:
             output_N = clips((name, shift, "output"))
-            for patch, index, group, channels, site, block, kind in entries:
+            for entry in entries:
+                patch, index, group = entry.patch, entry.site_index, entry.group
                 null_K = np.full(0, np.nan)
                 if patch == "permuted":
                     perm_KN = np.stack(
@@ -274,25 +276,15 @@ def _table(
                     )
                     with np.errstate(all="ignore"):
                         null_K = np.nanmean(perm_KN, axis=1)
+                shifts_of_row = _Shifts(patched_N, output_N, clips((name, shift, "input")), null_K)
                 rows.append(
-                    _row(
-                        model_key,
-                        name,
-                        shift,
-                        patch,
-                        index,
-                        site,
-                        block,
-                        kind,
-                        group,
-                        channels,
-                        patched_N,
-                        output_N,
-                        null_K,
-                        clips((name, shift, "input")),
-                        n_perm,
-                        cfg.seed,
-                    )
+                    {
+                        "model": model_key,
+                        "estimator": name,
+                        "shift": shift,
+                        **asdict(entry),
+                        **shifts_of_row.columns(patch, shift, n_perm, cfg.seed),
+                    }
                 )
     table = pd.DataFrame(rows)[TABLE_COLUMNS]
     for r in table[table["patch"] == "shifted"].itertuples():
@@ -319,58 +311,54 @@ def _nanmean(values: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
-def _row(
-    model_key,
-    name,
-    shift,
-    patch,
-    index,
-    site,
-    block,
-    kind,
-    group,
-    channels,
-    patched_N,
-    output_N,
-    null_K,
-    input_N,
-    n_perm,
-    seed,
-) -> dict:
-    fraction = bootstrap_ratio(patched_N, output_N, seed=seed)
-    patched = bootstrap_mean(patched_N, seed=seed)
-    output = _nanmean(output_N)
-    direction = float(np.sign(shift))
-    return {
-        "model": model_key,
-        "estimator": name,
-        "shift": shift,
-        "patch": patch,
-        "site_index": index,
-        "site": site,
-        "block": block,
-        "kind": kind,
-        "group": group,
-        "channels": channels,
-        "fraction": fraction.point,
-        "fraction_low": fraction.low,
-        "fraction_high": fraction.high,
-        "patched_shift": _nanmean(patched_N),
-        "patched_shift_low": patched.low,
-        "patched_shift_high": patched.high,
-        "p_permutation": (
-            permutation_p_value(direction * _nanmean(patched_N), direction * null_K)
-            if patch == "shifted"
-            else float("nan")
-        ),
-        "permutations": n_perm if patch in ("shifted", "permuted") else 0,
-        "output_shift": output,
-        "input_shift": _nanmean(input_N),
-        "clips": len(output_N),
-        "clip_shifts": [float(v) for v in patched_N],
-        "output_clip_shifts": [float(v) for v in output_N],
-        "null_shifts": [float(v) for v in null_K],
-    }
+@dataclass(frozen=True)
+class _Patch:
+    """What one row of the table patched, and where (``site_index`` -1: every studied
+    site at once)."""
+
+    patch: str
+    site_index: int
+    group: int
+    channels: str
+    site: str
+    block: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class _Shifts:
+    """The per-clip shifts (semitones) behind one row: the patched output's, the shifted
+    output's and input's; and the mean of every permutation of the null."""
+
+    patched_N: np.ndarray
+    output_N: np.ndarray
+    input_N: np.ndarray
+    null_K: np.ndarray
+
+    def columns(self, patch: str, shift: float, n_perm: int, seed: int) -> dict:
+        fraction = bootstrap_ratio(self.patched_N, self.output_N, seed=seed)
+        patched = bootstrap_mean(self.patched_N, seed=seed)
+        direction = float(np.sign(shift))
+        return {
+            "fraction": fraction.point,
+            "fraction_low": fraction.low,
+            "fraction_high": fraction.high,
+            "patched_shift": _nanmean(self.patched_N),
+            "patched_shift_low": patched.low,
+            "patched_shift_high": patched.high,
+            "p_permutation": (
+                permutation_p_value(direction * _nanmean(self.patched_N), direction * self.null_K)
+                if patch == "shifted"
+                else float("nan")
+            ),
+            "permutations": n_perm if patch in ("shifted", "permuted") else 0,
+            "output_shift": _nanmean(self.output_N),
+            "input_shift": _nanmean(self.input_N),
+            "clips": len(self.output_N),
+            "clip_shifts": [float(v) for v in self.patched_N],
+            "output_clip_shifts": [float(v) for v in self.output_N],
+            "null_shifts": [float(v) for v in self.null_K],
+        }
 
 
 def direction_summary(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:

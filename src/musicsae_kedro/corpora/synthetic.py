@@ -131,7 +131,7 @@ class SyntheticCorpusConfig(ParamsModel):
             or len(set(names)) != len(names)
         ):
             raise Invalid(
-                f"is not a list of distinct pitch classes ({value!r})",
+                "is not a list of distinct pitch classes",
                 f"list names among {', '.join(synth.PITCH_CLASS_NAMES)}, e.g. `tonics: [C]`",
             )
         return tuple(names)

@@ -11,10 +11,14 @@ dimensions, ``J`` pooled columns, ``C`` concepts, ``B`` label rows, ``R`` resamp
 
 from musicsae_kedro.evidence.auroc import auroc, auroc_BF, auroc_from_ranks, auroc_UF
 from musicsae_kedro.evidence.descriptors import (
+    KEY_PROFILES,
     DescriptorConfig,
     Descriptors,
     clip_descriptors_D,
+    descriptor_names,
     descriptors_TD,
+    estimated_key,
+    key_correlations_12,
 )
 from musicsae_kedro.evidence.headlines import Headlines
 from musicsae_kedro.evidence.intervals import (
@@ -31,6 +35,7 @@ from musicsae_kedro.evidence.probes import ProbeConfig, ProbeScores, probe_score
 from musicsae_kedro.evidence.splits import Fold, Splits, fixed_split, repeated_kfold
 
 __all__ = [
+    "KEY_PROFILES",
     "POOLINGS",
     "RUNG_ORDER",
     "DescriptorConfig",
@@ -55,8 +60,11 @@ __all__ = [
     "clip_descriptors_D",
     "combine_repeats",
     "concept_ladder",
+    "descriptor_names",
     "descriptors_TD",
+    "estimated_key",
     "fixed_split",
+    "key_correlations_12",
     "pool_by_track",
     "pool_tracks",
     "probe_scores",

@@ -5,7 +5,13 @@ descriptors finds it, a model layer that also finds it has not shown that it *le
 anything beyond the signal. Per clip (mono), from one power spectrogram:
 
 - MFCC (``n_mfcc``, mean and standard deviation over frames): timbre;
-- chroma (12, mean): pitch class, so key and mode;
+- chroma (12, mean): pitch class, so key, and mode when every track shares one tonic;
+- key (4): the mean chroma of a finer spectrogram (``key_frame_seconds``: a low note's
+  semitone is a few Hz) correlated (Pearson) with the Krumhansl-Kessler major and minor
+  key profiles rotated to each of the 12 tonics: the best major correlation, the best
+  minor one, their difference, and the share of the chroma on the best key's tonic.
+  Transposition-invariant, so they tell major from minor when the tonics vary (relative
+  keys share their pitch classes, so the 12 chroma means alone cannot);
 - spectral centroid (Hz, mean and std): brightness, which also follows register;
 - RMS (mean and std): loudness;
 - tempo: the autocorrelation of the onset-strength envelope (mean-removed, divided by
@@ -15,7 +21,8 @@ anything beyond the signal. Per clip (mono), from one power spectrogram:
 
 Sized for 8 kHz clips of a few seconds but valid at any rate: the FFT spans
 ``frame_seconds`` (rounded to a power of two: 512 samples at 8 kHz, 2048 at 44.1 kHz),
-the hop is a quarter of it. A track's row is the mean over its clips' rows.
+the hop is a quarter of it (the key spectrogram likewise over ``key_frame_seconds``:
+2048 samples at 8 kHz). A track's row is the mean over its clips' rows.
 """
 
 from __future__ import annotations
@@ -38,6 +45,21 @@ class DescriptorConfig:
     n_tempo: int = 24
     bpm_low: float = 40.0
     bpm_high: float = 240.0
+    key_frame_seconds: float = 0.256
+
+
+#: Krumhansl-Kessler key profiles (Krumhansl & Kessler 1982: probe-tone ratings of each
+#: pitch class in a major or minor key context), tonic first.
+KEY_PROFILES: dict[str, np.ndarray] = {
+    "major": np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88]),
+    "minor": np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17]),
+}
+KEY_DESCRIPTOR_NAMES = (
+    "key_major_corr",
+    "key_minor_corr",
+    "key_major_minus_minor",
+    "key_tonic_share",
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +71,13 @@ class Descriptors:
     track_ids: tuple[Hashable, ...]
 
 
-def fft_size(sample_rate: int, cfg: DescriptorConfig = DescriptorConfig()) -> int:
-    return int(2 ** round(math.log2(max(16.0, sample_rate * cfg.frame_seconds))))
+def fft_size(
+    sample_rate: int, cfg: DescriptorConfig = DescriptorConfig(), seconds: float | None = None
+) -> int:
+    """Samples of an FFT spanning ``seconds`` (default ``cfg.frame_seconds``), rounded to a
+    power of two."""
+    seconds = cfg.frame_seconds if seconds is None else seconds
+    return int(2 ** round(math.log2(max(16.0, sample_rate * seconds))))
 
 
 def tempo_bpms(cfg: DescriptorConfig = DescriptorConfig()) -> np.ndarray:
@@ -67,7 +94,38 @@ def descriptor_names(cfg: DescriptorConfig = DescriptorConfig()) -> tuple[str, .
         "rms_mean",
         "rms_std",
         *(f"tempo_ac_{bpm:.0f}bpm" for bpm in tempo_bpms(cfg)),
+        *KEY_DESCRIPTOR_NAMES,
     )
+
+
+def key_correlations_12(chroma_12: np.ndarray, mode: str) -> np.ndarray:
+    """Pearson correlation of a chroma vector with ``mode``'s key profile rotated to each
+    tonic (index: the tonic's pitch class, 0 = C); 0 where the chroma is constant."""
+    profile_12 = KEY_PROFILES[mode]
+    rotated_KP = np.stack([np.roll(profile_12, tonic) for tonic in range(12)])
+    rotated_KP = rotated_KP - rotated_KP.mean(axis=1, keepdims=True)
+    centred_12 = np.asarray(chroma_12, dtype=np.float64) - np.mean(chroma_12)
+    norm = np.linalg.norm(centred_12)
+    if norm < 1e-12:
+        return np.zeros(12)
+    return rotated_KP @ centred_12 / (np.linalg.norm(rotated_KP, axis=1) * norm)
+
+
+def estimated_key(chroma_12: np.ndarray) -> tuple[str, int]:
+    """The best-correlated key over all 24: ``(mode, tonic pitch class)`` (major first
+    on ties)."""
+    best = {mode: key_correlations_12(chroma_12, mode) for mode in KEY_PROFILES}
+    mode = max(best, key=lambda m: best[m].max())
+    return mode, int(best[mode].argmax())
+
+
+def key_descriptor(chroma_12: np.ndarray) -> np.ndarray:
+    """``KEY_DESCRIPTOR_NAMES`` of one mean chroma vector."""
+    major = key_correlations_12(chroma_12, "major").max()
+    minor = key_correlations_12(chroma_12, "minor").max()
+    total = float(np.sum(chroma_12))
+    tonic_share = chroma_12[estimated_key(chroma_12)[1]] / total if total > 0 else 0.0
+    return np.array([major, minor, major - minor, tonic_share])
 
 
 def tempo_descriptor(onset_N: np.ndarray, frame_rate: float, cfg: DescriptorConfig) -> np.ndarray:
@@ -123,6 +181,10 @@ def clip_descriptors_D(
     centroid = librosa.feature.spectral_centroid(S=magnitude, sr=sample_rate, n_fft=n_fft)[0]
     rms = librosa.feature.rms(S=magnitude, frame_length=n_fft)[0]
     onset = librosa.onset.onset_strength(S=mel_db, sr=sample_rate, hop_length=hop)
+    n_key = fft_size(sample_rate, cfg, cfg.key_frame_seconds)
+    y_key = np.pad(y, (0, max(0, n_key - y.size)))
+    key_power = np.abs(librosa.stft(y_key, n_fft=n_key, hop_length=n_key // 4)) ** 2
+    key_chroma = librosa.feature.chroma_stft(S=key_power, sr=sample_rate, tuning=0.0, n_fft=n_key)
     values = np.concatenate(
         [
             mfcc.mean(axis=1),
@@ -130,6 +192,7 @@ def clip_descriptors_D(
             chroma.mean(axis=1),
             [centroid.mean(), centroid.std(), rms.mean(), rms.std()],
             tempo_descriptor(onset, sample_rate / hop, cfg),
+            key_descriptor(np.nan_to_num(key_chroma.mean(axis=1))),
         ]
     )
     # Silence leaves 0/0 in chroma and centroid: no information, so 0, not NaN.

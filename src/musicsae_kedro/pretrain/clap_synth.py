@@ -24,6 +24,7 @@ from musicsae_kedro.pretrain.config import (
     PretrainCorpusConfig,
 )
 from musicsae_kedro.pretrain.corpus import SynthClips, render_corpus
+from musicsae_kedro.pretrain.resumable import InvocationLog, invocations_card
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ def train_clap_synth(
             "use another seed",
         )
     started, load_before = time.perf_counter(), os.getloadavg()
+    invocation = InvocationLog()  # one: the training does not resume, a rerun starts over
+    invocation.begin(0)
     vocabularies = make_config().vocabularies()
     model, tokenizer, metrics = train_clap(
         corpus.split(False), corpus.split(True), vocabularies, cfg, log_fn
@@ -99,6 +102,7 @@ def train_clap_synth(
             },
             cfg.steps,
         )
+    invocation.update(int(metrics["steps_run"]), "steps")
     card = {
         "name": "clap-synth",
         **params,
@@ -117,6 +121,7 @@ def train_clap_synth(
         "node_wall_seconds": time.perf_counter() - started,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
+        **invocations_card(invocation.records),
         "environment": environment(),
     }
     logger.info("clap-synth evidence: %s", card["evidence_summary"]["trained"])

@@ -12,10 +12,10 @@ A transformers ``EncodecModel`` (``synth_encodec_config``: ratios 8, 5, 4, 2 -> 
 Losses: ``waveform_weight`` x L1 + multi-resolution STFT + log-mel (``codec_losses``).
 Adam at a constant learning rate, so the trajectory does not depend on ``steps``.
 A checkpoint (weights with the codebook buffers, both optimizers, the crop/reset
-generator, the step, the evaluation history) is written atomically every
-``checkpoint_minutes`` and at the end of every invocation; the same call with the same
-configuration continues from it (bit-identical to an uninterrupted run on the same
-threads), so a time-budgeted run is continued by running it again.
+generator, the step, the evaluation history, the log of invocations) is written
+atomically every ``checkpoint_minutes`` and at the end of every invocation; the same
+call with the same configuration continues from it (bit-identical to an uninterrupted
+run on the same threads), so a time-budgeted run is continued by running it again.
 """
 
 from __future__ import annotations
@@ -46,7 +46,13 @@ from musicsae_kedro.pretrain.codec_losses import (
 )
 from musicsae_kedro.pretrain.config import CodecTrainConfig
 from musicsae_kedro.pretrain.quantizer import kmeans_init, quantize
-from musicsae_kedro.pretrain.resumable import config_fingerprint, load_checkpoint, save_checkpoint
+from musicsae_kedro.pretrain.resumable import (
+    ALREADY_FINISHED,
+    InvocationLog,
+    config_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 LogFn = Callable[[dict[str, float], int], None]
@@ -151,6 +157,7 @@ class CodecTrainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
+        self.invocations = InvocationLog()
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -167,6 +174,7 @@ class CodecTrainer:
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
             "train_seconds": self.train_seconds,
+            "invocations": self.invocations.records,
         }
 
     def save(self, path: str | Path) -> None:
@@ -187,6 +195,7 @@ class CodecTrainer:
         self.step = int(state["step"])
         self.history = list(state["history"])
         self.train_seconds = float(state["train_seconds"])
+        self.invocations.restore(state.get("invocations"), self.step)
         return True
 
     # ------------------------------------------------------------------ training
@@ -290,10 +299,11 @@ def train_codec(
     trainer = CodecTrainer(train_NS, cfg, sample_rate, fingerprint(cfg, data_fingerprint))
     resumed = checkpoint_path is not None and trainer.load(checkpoint_path)
     start_step = trainer.step
+    trainer.invocations.begin(start_step)
     held = np.asarray(heldout_NS[: cfg.eval_clips], dtype=np.float32)
     started = last_checkpoint = time.perf_counter()
     budget = None if cfg.time_budget_minutes is None else 60.0 * cfg.time_budget_minutes
-    stopped_by = "steps"
+    stopped_by = ALREADY_FINISHED if trainer.step >= cfg.steps else "steps"
     smoothed: dict[str, float] = {}
     while trainer.step < cfg.steps:
         if budget is not None and time.perf_counter() - started >= budget:
@@ -326,9 +336,11 @@ def train_codec(
             checkpoint_path is not None
             and time.perf_counter() - last_checkpoint >= 60.0 * cfg.checkpoint_minutes
         ):
+            trainer.invocations.update(trainer.step)
             trainer.save(checkpoint_path)
             last_checkpoint = time.perf_counter()
-    if checkpoint_path is not None and trainer.step > start_step:
+    trainer.invocations.update(trainer.step, stopped_by)
+    if checkpoint_path is not None:  # also after no step: the invocation is recorded
         trainer.save(checkpoint_path)
     trainer.codec.eval()
     return trainer.codec, {
@@ -340,6 +352,7 @@ def train_codec(
         "train_seconds_total": trainer.train_seconds,
         "history": trainer.history,
         "last_train": smoothed,
+        "invocations": [dict(r) for r in trainer.invocations.records],
     }
 
 

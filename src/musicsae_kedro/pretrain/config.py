@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from musicsae_kedro.config import ParamsModel, TupleOf
@@ -24,23 +26,26 @@ class PretrainCorpusConfig(ParamsModel):
     """Tracks held out for early stopping and the evidence (drawn by ``seed``)."""
     caption_template: str = DEFAULT_CAPTION_TEMPLATE
     """Caption template over the synthetic labels (conditions MusicGen)."""
-    tonics: tuple[str, ...] = DEFAULT_TONICS
+    tonics: TupleOf[str] = DEFAULT_TONICS
     """Pitch classes of the tonics (the synthetic corpus's ``tonics`` option: one tonic
     makes the mode measurable by pitch content)."""
 
 
 class CodecFitConfig(ParamsModel):
-    """MusicGen-synth's codec: a trained one (``trained``), or random convolutions whose
-    RVQ codebooks are fitted by k-means (see ``models/musicgen/codebooks.py``)."""
+    """MusicGen-synth's codec: the pipeline's trained ``encodec-synth`` (``source:
+    trained``), or random convolutions whose RVQ codebooks are fitted by k-means (``source:
+    random``, the previous codec, kept for comparison; see
+    ``models/musicgen/codebooks.py``)."""
 
+    source: Literal["trained", "random"] = "trained"
+    """``trained``: the LM node takes ``pretrain.encodec_synth`` (trained first, in the
+    same run) as its audio encoder and the fields below are unused; ``random``: it fits
+    the codebooks itself and takes no codec input (read when pipelines are registered)."""
     kmeans_iters: PositiveInt = 20
-    """Lloyd iterations per residual level."""
+    """Lloyd iterations per residual level (``source: random``)."""
     max_frames: PositiveInt = 60000
-    """Encoder frames (sampled from the training clips) the k-means sees."""
-    trained: str | None = None
-    """Folder of a trained codec (``save_pretrained`` + ``card.json``, e.g.
-    ``src/musicsae_kedro/embedded/encodec-synth``) to use as MusicGen-synth's audio
-    encoder instead: then nothing is fitted and the fields above are unused."""
+    """Encoder frames (sampled from the training clips) the k-means sees (``source:
+    random``)."""
 
 
 class MusicgenTrainConfig(ParamsModel):
@@ -154,7 +159,9 @@ class EvidenceConfig(ParamsModel):
     pitch_shift_semitones: float = 3.0
     """Pitch shift applied to the autoencoder's input for the pitch-follow check."""
     seed: int = 0
-    """Seeds the random baseline models and the probe fits."""
+    """Seeds the random baseline models, the probe fits and the bootstrap draws."""
+    bootstrap: PositiveInt = 2000
+    """Bootstrap resamples of the held-out clips behind every CE and accuracy interval."""
 
 
 class CodecTrainConfig(ParamsModel):

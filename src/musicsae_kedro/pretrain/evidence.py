@@ -4,7 +4,10 @@ random models of the same architecture.
 MusicGen-synth: held-out codebook cross-entropy (intact, random init, unigram and bigram
 baselines, each decoder layer skipped), and linear probes of the synthetic labels on the
 residual stream under a fixed caption (so labels cannot leak through the text), both at
-one position and mean-pooled, beside a bag-of-codes baseline.
+one position and mean-pooled, beside a bag-of-codes baseline. Every CE and accuracy also
+gets a bootstrap interval over the held-out clips (``evidence.intervals``; a clip is a
+track): the CE as a ratio of the resampled NLL and code counts, its gap to the intact
+model paired on the same draws, and each accuracy as a mean over clips.
 
 RAVE-synth: multiscale spectral distance of reconstructions (trained vs random), and
 whether the output follows a pitch shift of the input.
@@ -13,6 +16,7 @@ whether the output follows a pitch shift of the input.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,18 +28,19 @@ from musicsae_kedro.audio.spectral import (
     spectral_centroid_hz,
 )
 from musicsae_kedro.corpora.synthetic import CONCEPTS
+from musicsae_kedro.evidence import Interval, bootstrap_mean, bootstrap_ratio
 from musicsae_kedro.models.musicgen.delay import decoder_inputs, stored_positions
 from musicsae_kedro.models.rave.stepping import SteppedRave
-from musicsae_kedro.pretrain.baselines import bigram_ce, unigram_ce
+from musicsae_kedro.pretrain.baselines import bigram_nll_N, unigram_nll_N
 from musicsae_kedro.pretrain.config import EvidenceConfig, MusicgenTrainConfig
 from musicsae_kedro.pretrain.corpus import SynthClips
 from musicsae_kedro.pretrain.musicgen_lm import (
     build_synth_musicgen,
-    codebook_ce,
+    codebook_nll_N,
     encode_clips,
     tokenize,
 )
-from musicsae_kedro.pretrain.probes import bag_of_codes, fit_probe_accuracy
+from musicsae_kedro.pretrain.probes import bag_of_codes, fit_probe_predictions
 from musicsae_kedro.pretrain.rave_ae import spectral_distance
 
 logger = logging.getLogger(__name__)
@@ -108,6 +113,29 @@ def residual_features(
     return {key: np.concatenate(parts) for key, parts in out.items()}
 
 
+def probe_correct(
+    train_features: dict[str, np.ndarray],
+    test_features: dict[str, np.ndarray],
+    train_labels_NC: np.ndarray,
+    test_labels_NC: np.ndarray,
+    l2: float,
+) -> dict[str, dict[str, np.ndarray]]:
+    """``{feature key: {concept: [N] whether each held-out clip's label is predicted}}``."""
+    table: dict[str, dict[str, np.ndarray]] = {}
+    for key in train_features:
+        table[key] = {}
+        for c, (concept, values) in enumerate(CONCEPTS.items()):
+            predicted = fit_probe_predictions(
+                train_features[key],
+                train_labels_NC[:, c],
+                test_features[key],
+                len(values),
+                l2=l2,
+            )
+            table[key][concept] = predicted == test_labels_NC[:, c]
+    return table
+
+
 def probe_table(
     train_features: dict[str, np.ndarray],
     test_features: dict[str, np.ndarray],
@@ -116,19 +144,35 @@ def probe_table(
     l2: float,
 ) -> dict[str, dict[str, float]]:
     """``{feature key: {concept: held-out accuracy}}``."""
-    table: dict[str, dict[str, float]] = {}
-    for key in train_features:
-        table[key] = {
-            concept: fit_probe_accuracy(
-                train_features[key],
-                train_labels_NC[:, c],
-                test_features[key],
-                test_labels_NC[:, c],
-                l2=l2,
+    correct = probe_correct(train_features, test_features, train_labels_NC, test_labels_NC, l2)
+    return {key: {c: float(v.mean()) for c, v in row.items()} for key, row in correct.items()}
+
+
+def _interval(interval: Interval) -> dict[str, float]:
+    return {"point": interval.point, "low": interval.low, "high": interval.high, "n": interval.n}
+
+
+def ce_intervals(
+    nll_by_name: dict[str, np.ndarray], count_N: np.ndarray, reference: str, cfg: EvidenceConfig
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per name, the CE (nats per code) with its bootstrap interval over held-out clips,
+    and its gap to ``reference`` (``CE - CE_reference``) on the same draws: clips are
+    resampled together (same seed and clip count), so the gap's interval is paired and
+    far narrower than the two CE intervals side by side."""
+    reference_N = nll_by_name[reference]
+    return {
+        "ce": {
+            name: _interval(bootstrap_ratio(nll_N, count_N, cfg.bootstrap, seed=cfg.seed))
+            for name, nll_N in nll_by_name.items()
+        },
+        f"minus_{reference}": {
+            name: _interval(
+                bootstrap_ratio(nll_N - reference_N, count_N, cfg.bootstrap, seed=cfg.seed)
             )
-            for c, concept in enumerate(CONCEPTS)
-        }
-    return table
+            for name, nll_N in nll_by_name.items()
+            if name != reference
+        },
+    }
 
 
 def musicgen_evidence(
@@ -137,7 +181,7 @@ def musicgen_evidence(
     train: SynthClips,
     heldout: SynthClips,
     cfg: EvidenceConfig,
-) -> dict:
+) -> dict[str, Any]:
     """Every MusicGen-synth evidence figure (see the module docstring)."""
     model.eval()
     vocab = int(model.config.decoder.vocab_size)
@@ -145,33 +189,38 @@ def musicgen_evidence(
     codes_te = encode_clips(model, heldout.audio_NS)
     twin = random_twin(model, cfg.seed + 1)
     n_layers = int(model.config.decoder.num_hidden_layers)
-    ce = {
-        "intact": codebook_ce(model, tokenizer, codes_te, heldout.captions),
-        "intact_fixed_caption": codebook_ce(
-            model, tokenizer, codes_te, [cfg.probe_caption] * len(codes_te)
-        ),
-        "random_init": codebook_ce(twin, tokenizer, codes_te, heldout.captions),
-        "unigram": unigram_ce(codes_tr, codes_te, vocab),
-        "bigram": bigram_ce(codes_tr, codes_te, vocab),
-        "uniform": float(np.log(vocab)),
-    }
-    skip = {
-        f"l{i}": codebook_ce(model, tokenizer, codes_te, heldout.captions, skip_layer=i)
-        for i in range(n_layers)
-    }
+    fixed = [cfg.probe_caption] * len(codes_te)
+    nll: dict[str, np.ndarray] = {}
+    nll["intact"], count_N = codebook_nll_N(model, tokenizer, codes_te, heldout.captions)
+    nll["intact_fixed_caption"] = codebook_nll_N(model, tokenizer, codes_te, fixed)[0]
+    nll["random_init"] = codebook_nll_N(twin, tokenizer, codes_te, heldout.captions)[0]
+    # The delay pattern labels every code once, so a clip's count is its K x T codes, the
+    # count the baselines use too: every CE below shares one denominator (paired gaps).
+    if not (count_N == codes_te[0].size).all():
+        raise ValueError("musicgen_evidence: labels per clip differ from the codes per clip")
+    nll["unigram"] = unigram_nll_N(codes_tr, codes_te, vocab)
+    nll["bigram"] = bigram_nll_N(codes_tr, codes_te, vocab)
+    for i in range(n_layers):
+        nll[f"skip_l{i}"] = codebook_nll_N(
+            model, tokenizer, codes_te, heldout.captions, skip_layer=i
+        )[0]
+    total = float(count_N.sum())
+    ce = {name: float(nll[name].sum() / total) for name in nll if not name.startswith("skip_")}
+    ce["uniform"] = float(np.log(vocab))
+    skip = {f"l{i}": float(nll[f"skip_l{i}"].sum() / total) for i in range(n_layers)}
     layers = tuple(i for i in cfg.probe_layers if i < n_layers)
     probe_train = train.subset(np.arange(min(cfg.probe_train_clips, len(codes_tr))))
     probe_codes_tr = codes_tr[: len(probe_train.captions)]
-    probes: dict[str, dict[str, dict[str, float]]] = {}
+    correct: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for name, net in (("trained", model), ("random", twin)):
-        probes[name] = probe_table(
+        correct[name] = probe_correct(
             residual_features(net, tokenizer, probe_codes_tr, cfg.probe_caption, layers),
             residual_features(net, tokenizer, codes_te, cfg.probe_caption, layers),
             probe_train.labels_NC,
             heldout.labels_NC,
             cfg.probe_l2,
         )
-    probes["bag_of_codes"] = probe_table(
+    correct["bag_of_codes"] = probe_correct(
         {"codes": bag_of_codes(probe_codes_tr, vocab)},
         {"codes": bag_of_codes(codes_te, vocab)},
         probe_train.labels_NC,
@@ -183,7 +232,21 @@ def musicgen_evidence(
         "probe_train_clips": len(probe_codes_tr),
         "ce_nats": ce,
         "skip_layer_ce_nats": skip,
-        "probe_accuracy": probes,
+        "ce_nats_interval": ce_intervals(nll, count_N, "intact", cfg),
+        "probe_accuracy": {
+            name: {key: {c: float(v.mean()) for c, v in row.items()} for key, row in table.items()}
+            for name, table in correct.items()
+        },
+        "probe_accuracy_interval": {
+            name: {
+                key: {
+                    c: _interval(bootstrap_mean(v, cfg.bootstrap, seed=cfg.seed))
+                    for c, v in row.items()
+                }
+                for key, row in table.items()
+            }
+            for name, table in correct.items()
+        },
         "chance": {c: 1.0 / len(v) for c, v in CONCEPTS.items()},
     }
     logger.info("musicgen-synth evidence: CE %s, skip %s", ce, skip)

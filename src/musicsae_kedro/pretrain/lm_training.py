@@ -4,10 +4,10 @@ AdamW with linear warm-up and cosine decay to 10 % over ``cfg.steps``; caption d
 to the null condition; held-out CE every ``eval_every`` steps, the best weights kept and
 training stopped after ``patience`` evaluations without improvement. A checkpoint
 (weights, optimizer, batch generator, dropout RNG, early-stopping state, the held-out
-history) is written atomically every ``checkpoint_minutes`` and when an invocation
-stops; the same call with the same configuration continues from it (bit-identical to an
-uninterrupted run on the same threads), so a time-budgeted run is finished by running
-it again.
+history, the log of invocations) is written atomically every ``checkpoint_minutes`` and
+when an invocation stops; the same call with the same configuration continues from it
+(bit-identical to an uninterrupted run on the same threads), so a time-budgeted run is
+finished by running it again.
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ from transformers import MusicgenForConditionalGeneration, PreTrainedTokenizerBa
 
 from musicsae_kedro.pretrain.config import MusicgenTrainConfig
 from musicsae_kedro.pretrain.musicgen_lm import codebook_ce, conditioned_forward, tokenize
-from musicsae_kedro.pretrain.resumable import config_fingerprint, load_checkpoint, save_checkpoint
+from musicsae_kedro.pretrain.resumable import (
+    ALREADY_FINISHED,
+    InvocationLog,
+    config_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 LogFn = Callable[[dict[str, float], int], None]
@@ -80,6 +86,7 @@ class LmTrainer:
         self.best_state: dict[str, torch.Tensor] = {}
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
+        self.invocations = InvocationLog()
 
     def heldout_ce(self) -> float:
         return codebook_ce(
@@ -103,6 +110,7 @@ class LmTrainer:
             "best_state": self.best_state,
             "history": self.history,
             "train_seconds": self.train_seconds,
+            "invocations": self.invocations.records,
         }
 
     def save(self, path: str | Path) -> None:
@@ -121,6 +129,7 @@ class LmTrainer:
         self.best, self.best_state = dict(state["best"]), state["best_state"]
         self.history = list(state["history"])
         self.train_seconds = float(state["train_seconds"])
+        self.invocations.restore(state.get("invocations"), self.step)
         return True
 
     # ------------------------------------------------------------------ training
@@ -185,8 +194,8 @@ def train_musicgen(
 
     The codec is frozen. The weights of the best held-out evaluation are restored into
     ``model``. Deterministic given ``cfg.seed`` and the thread count; ``stopped_by`` says
-    whether training finished (``steps``, ``early_stop``) or only paused
-    (``time_budget``: run again to continue).
+    whether training finished (``steps``, ``early_stop``; ``already_finished``: by an
+    earlier invocation) or only paused (``time_budget``: run again to continue).
     """
     log = log_fn or (lambda metrics, step: None)
     trainer = LmTrainer(
@@ -201,11 +210,12 @@ def train_musicgen(
     checkpoint = cfg.checkpoint_path
     resumed = checkpoint is not None and trainer.load(checkpoint)
     start_step = trainer.step
+    trainer.invocations.begin(start_step)
     if not resumed:
         trainer.start(log)
     started = last_checkpoint = time.perf_counter()
     budget = None if cfg.time_budget_minutes is None else 60.0 * cfg.time_budget_minutes
-    stopped_by = "early_stop" if trainer.done else "steps"
+    stopped_by = ALREADY_FINISHED if trainer.done else "steps"
     while not trainer.done and trainer.step < cfg.steps:
         if budget is not None and time.perf_counter() - started >= budget:
             stopped_by = "time_budget"
@@ -225,11 +235,13 @@ def train_musicgen(
             checkpoint is not None
             and time.perf_counter() - last_checkpoint >= 60.0 * cfg.checkpoint_minutes
         ):
+            trainer.invocations.update(trainer.step)
             trainer.save(checkpoint)
             last_checkpoint = time.perf_counter()
     if trainer.step >= cfg.steps:
         trainer.done = True
-    if checkpoint is not None and trainer.step > start_step:
+    trainer.invocations.update(trainer.step, stopped_by)
+    if checkpoint is not None:  # also after no step: the invocation is recorded
         trainer.save(checkpoint)
     model.load_state_dict(trainer.best_state)
     model.eval()
@@ -246,4 +258,5 @@ def train_musicgen(
         "train_seconds": trainer.train_seconds,
         "invocation_wall_seconds": time.perf_counter() - started,
         "history": trainer.history,
+        "invocations": [dict(r) for r in trainer.invocations.records],
     }

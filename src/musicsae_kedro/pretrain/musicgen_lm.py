@@ -9,7 +9,7 @@ encoder, with caption dropout to the null condition that classifier-free guidanc
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,23 +132,22 @@ def conditioned_forward(
 
 
 @torch.no_grad()
-def codebook_ce(
+def _batch_nll(
     model: MusicgenForConditionalGeneration,
     tokenizer: PreTrainedTokenizerBase,
     codes_NKT: np.ndarray,
     texts: list[str],
-    batch_size: int = 64,
-    skip_layer: int | None = None,
-) -> float:
-    """Corpus-mean teacher-forced cross-entropy (nats per code) over every codebook's
-    real labels; ``skip_layer`` replaces that decoder layer by the identity."""
+    batch_size: int,
+    skip_layer: int | None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per batch, teacher-forced NLL ``[B, K, L]`` (nats) and the mask of real labels;
+    ``skip_layer`` replaces that decoder layer by the identity."""
     was_training = model.training
     model.eval()
     handle = None
     if skip_layer is not None:
         layer = model.decoder.model.decoder.layers[skip_layer]
         handle = layer.register_forward_hook(_skip_hook, with_kwargs=True)
-    total, count = 0.0, 0
     try:
         for i in range(0, len(codes_NKT), batch_size):
             codes_BKT = torch.as_tensor(codes_NKT[i : i + batch_size], dtype=torch.long)
@@ -168,13 +167,46 @@ def codebook_ce(
                 labels_BKL.clamp(min=0).flatten(),
                 reduction="none",
             ).reshape(labels_BKL.shape)
-            total += float((nll * mask).sum())
-            count += int(mask.sum())
+            yield nll, mask
     finally:
         if handle is not None:
             handle.remove()
         model.train(was_training)
+
+
+def codebook_ce(
+    model: MusicgenForConditionalGeneration,
+    tokenizer: PreTrainedTokenizerBase,
+    codes_NKT: np.ndarray,
+    texts: list[str],
+    batch_size: int = 64,
+    skip_layer: int | None = None,
+) -> float:
+    """Corpus-mean teacher-forced cross-entropy (nats per code) over every codebook's
+    real labels; ``skip_layer`` replaces that decoder layer by the identity."""
+    total, count = 0.0, 0
+    for nll, mask in _batch_nll(model, tokenizer, codes_NKT, texts, batch_size, skip_layer):
+        total += float((nll * mask).sum())
+        count += int(mask.sum())
     return total / count
+
+
+@torch.no_grad()
+def codebook_nll_N(
+    model: MusicgenForConditionalGeneration,
+    tokenizer: PreTrainedTokenizerBase,
+    codes_NKT: np.ndarray,
+    texts: list[str],
+    batch_size: int = 64,
+    skip_layer: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip: the summed NLL (nats) of ``codebook_ce`` and its number of real labels,
+    so that clips can be resampled (``sum(nll) / sum(count)`` is ``codebook_ce``)."""
+    nll_parts, count_parts = [], []
+    for nll, mask in _batch_nll(model, tokenizer, codes_NKT, texts, batch_size, skip_layer):
+        nll_parts.append((nll.double() * mask).sum(dim=(1, 2)).numpy())
+        count_parts.append(mask.sum(dim=(1, 2)).numpy())
+    return np.concatenate(nll_parts), np.concatenate(count_parts).astype(np.int64)
 
 
 def _skip_hook(module, args, kwargs, output):

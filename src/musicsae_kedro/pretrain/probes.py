@@ -6,15 +6,15 @@ import numpy as np
 import torch
 
 
-def fit_probe_accuracy(
+def fit_probe_predictions(
     train_X: np.ndarray,
     train_y: np.ndarray,
     test_X: np.ndarray,
-    test_y: np.ndarray,
+    n_classes: int,
     l2: float = 1e-2,
     iters: int = 100,
-) -> float:
-    """Held-out accuracy of a logistic-regression probe (L-BFGS, deterministic).
+) -> np.ndarray:
+    """Held-out class predictions of a logistic-regression probe (L-BFGS, deterministic).
 
     Features are standardised with the training rows' mean and spread; ``l2`` penalises
     the mean squared weight.
@@ -24,7 +24,6 @@ def fit_probe_accuracy(
     mean, std = x_tr.mean(0), x_tr.std(0) + 1e-6
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
     y_tr = torch.as_tensor(train_y, dtype=torch.long)
-    n_classes = int(max(train_y.max(), test_y.max())) + 1
     weight = torch.zeros(x_tr.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS(
@@ -41,7 +40,20 @@ def fit_probe_accuracy(
 
     optimizer.step(closure)
     with torch.no_grad():
-        predicted = (x_te @ weight + bias).argmax(1).numpy()
+        return (x_te @ weight + bias).argmax(1).numpy()
+
+
+def fit_probe_accuracy(
+    train_X: np.ndarray,
+    train_y: np.ndarray,
+    test_X: np.ndarray,
+    test_y: np.ndarray,
+    l2: float = 1e-2,
+    iters: int = 100,
+) -> float:
+    """Held-out accuracy of ``fit_probe_predictions``."""
+    n_classes = int(max(train_y.max(), test_y.max())) + 1
+    predicted = fit_probe_predictions(train_X, train_y, test_X, n_classes, l2, iters)
     return float((predicted == np.asarray(test_y)).mean())
 
 

@@ -1,12 +1,16 @@
 """What the resumable trainings of the embedded models share: the fingerprint of what
-shapes the weights, and a checkpoint file written atomically and read back only when it
-belongs to the same configuration."""
+shapes the weights, a checkpoint file written atomically and read back only when it
+belongs to the same configuration, and the log of the invocations that trained it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +59,76 @@ def load_checkpoint(
         return None
     logger.info("%s training resumes at step %d from %s", what, int(state["step"]), path)
     return state
+
+
+ALREADY_FINISHED = "already_finished"
+"""``stopped_by`` of an invocation that found the training finished (no step run)."""
+INTERRUPTED = "interrupted"
+"""``stopped_by`` of an invocation that a checkpoint caught still running (killed after
+it): its end, wall time and steps are those of that checkpoint."""
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+class InvocationLog:
+    """Every invocation of a resumable training (start/end UTC, wall seconds, steps
+    before/after, 1/5/15-min load average at start and end, command line, threads, what
+    stopped it), kept in the checkpoint so that the card of a resumed run lists them all.
+
+    Reads no random state: the trajectory stays bit-identical."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self._started: float | None = None
+
+    def restore(self, records: list[dict[str, Any]] | None, step: int) -> None:
+        """The records of a checkpoint at ``step``; a record still open was killed after
+        that checkpoint. A checkpoint written before invocations were recorded gets one
+        record saying so."""
+        if records is None:
+            records = [{"steps": [0, step], "stopped_by": "unrecorded (older checkpoint)"}]
+        self.records = [{**r, "stopped_by": r.get("stopped_by") or INTERRUPTED} for r in records]
+
+    def begin(self, step: int) -> None:
+        self._started = time.perf_counter()
+        argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+        self.records.append(
+            {
+                "started_utc": _utc_now(),
+                "ended_utc": None,
+                "wall_seconds": 0.0,
+                "steps": [step, step],
+                "load_average_1_5_15_min": {"start": _load_average(), "end": None},
+                "command": " ".join(argv),
+                "threads": torch.get_num_threads(),
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                "stopped_by": None,
+            }
+        )
+
+    def update(self, step: int, stopped_by: str | None = None) -> None:
+        """Bring the open record to ``step`` (before every checkpoint; with ``stopped_by``
+        when the invocation ends)."""
+        if self._started is None:
+            raise RuntimeError("update() before begin()")
+        record = self.records[-1]
+        record["ended_utc"] = _utc_now()
+        record["wall_seconds"] = round(time.perf_counter() - self._started, 1)
+        record["steps"] = [record["steps"][0], step]
+        record["load_average_1_5_15_min"]["end"] = _load_average()
+        record["stopped_by"] = stopped_by
+
+
+def invocations_card(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The model card's record of how the weights were trained: every invocation and
+    their total wall time."""
+    return {
+        "invocations": records,
+        "invocations_wall_seconds": round(sum(r.get("wall_seconds") or 0.0 for r in records), 1),
+    }

@@ -58,6 +58,7 @@ from musicsae_kedro.pretrain.musicgen_lm import (
     fit_synth_codec,
 )
 from musicsae_kedro.pretrain.rave_ae import LogFn, arch_config, export_trained, train_rave
+from musicsae_kedro.pretrain.resumable import InvocationLog, invocations_card
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +74,16 @@ def environment() -> dict[str, Any]:
 
 def train_musicgen_synth(
     corpus: SynthClips,
+    codec: EncodecBundle | None,
     codec_cfg: CodecFitConfig,
     cfg: MusicgenTrainConfig,
     params: dict[str, Any],
     log_fn: LogFn,
 ) -> tuple[MusicgenBundle, dict[str, Any]]:
-    """Fit the codec's codebooks (or take the trained codec ``codec_cfg.trained``), encode
-    the corpus, train the decoder LM."""
+    """Encode the corpus with the trained ``codec`` (``None``: random convolutions whose
+    codebooks are fitted by k-means, ``codec_cfg``), train the decoder LM."""
     train_audio = corpus.audio_NS[~corpus.heldout_N]
-    if codec_cfg.trained is not None:
-        codec = load_encodec_bundle(codec_cfg.trained)
+    if codec is not None:
         params = {
             **params,
             "codec_card": {k: codec.card.get(k) for k in ("name", "fingerprint", "steps_reached")},
@@ -101,7 +102,7 @@ def train_musicgen_synth(
     metrics = train_musicgen(
         model, tokenizer, codes_NKT, corpus.captions, corpus.heldout_N, cfg, log_fn, data
     )
-    history = metrics.pop("history")
+    history, invocations = metrics.pop("history"), metrics.pop("invocations")
     log_fn(
         {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
         int(metrics["steps_run"]),
@@ -116,6 +117,7 @@ def train_musicgen_synth(
         "node_wall_seconds": time.perf_counter() - started,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
+        **invocations_card(invocations),
         "environment": environment(),
     }
     return MusicgenBundle(model, tokenizer, card), {**metrics, "codes_used": usage}
@@ -162,21 +164,28 @@ def musicgen_synth_generation_evidence(
 def train_rave_synth(
     corpus: SynthClips, cfg: RaveTrainConfig, params: dict[str, Any], log_fn: LogFn
 ) -> tuple[RaveExport, dict[str, Any]]:
-    """Train the autoencoder and export it in the distributed TorchScript layout."""
+    """Train the autoencoder and export it in the distributed TorchScript layout (one
+    invocation: the training does not resume, a rerun starts over)."""
+    invocation = InvocationLog()
+    invocation.begin(0)
     train_NS = corpus.audio_NS[~corpus.heldout_N]
     model, metrics = train_rave(
         train_NS, corpus.audio_NS[corpus.heldout_N], cfg, corpus.sample_rate, log_fn
     )
     log_fn({f"final/{k}": v for k, v in metrics.items()}, int(metrics["steps_run"]))
+    export = export_trained(model, train_NS)
+    steps = int(metrics["steps_run"])
+    invocation.update(steps, "steps" if steps >= cfg.steps else "early_stop")
     card = {
         "name": "rave-synth",
         **params,
         "architecture": asdict(model.cfg),
         "metrics": metrics,
         "parameters": sum(p.numel() for p in model.parameters()),
+        **invocations_card(invocation.records),
         "environment": environment(),
     }
-    return RaveExport(export_trained(model, train_NS), card), metrics
+    return RaveExport(export, card), metrics
 
 
 def _heldout(corpus: SynthClips, cfg: EvidenceConfig) -> SynthClips:
@@ -267,7 +276,7 @@ def train_encodec_synth(
         {f"final/{k.split('/')[-1]}": v for k, v in final.items() if k != "step"},
         int(metrics["steps_reached"]),
     )
-    summary = {k: v for k, v in metrics.items() if k != "history"}
+    summary = {k: v for k, v in metrics.items() if k not in ("history", "invocations")}
     card = {
         "name": "encodec-synth",
         "fingerprint": metrics["fingerprint"],
@@ -280,6 +289,7 @@ def train_encodec_synth(
         "node_wall_seconds": time.perf_counter() - started,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
+        **invocations_card(metrics["invocations"]),
         "environment": environment(),
     }
     return EncodecBundle(codec, card), summary

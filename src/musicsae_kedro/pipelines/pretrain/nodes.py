@@ -69,9 +69,10 @@ def encodec_synth_evidence(
 
 
 def train_musicgen_synth(
-    corpus: SynthClips, pretrain: dict[str, Any]
+    corpus: SynthClips, pretrain: dict[str, Any], codec: EncodecBundle | None
 ) -> tuple[MusicgenBundle, dict[str, Any]]:
-    """Fit the codec's codebooks, encode the corpus, train the decoder LM."""
+    """Encode the corpus with the trained codec (``None``: random convolutions whose
+    codebooks are fitted here, ``pretrain.codec.source: random``), train the decoder LM."""
     from musicsae_kedro.pipelines.tracking import child_run
     from musicsae_kedro.pretrain import synth
     from musicsae_kedro.pretrain.config import CodecFitConfig, MusicgenTrainConfig
@@ -85,7 +86,7 @@ def train_musicgen_synth(
         "train": cfg.model_dump(),
     }
     with child_run("pretrain.musicgen_synth", params, {"stage": "pretrain"}) as (log_fn, _):
-        return synth.train_musicgen_synth(corpus, codec_cfg, cfg, params, log_fn)
+        return synth.train_musicgen_synth(corpus, codec, codec_cfg, cfg, params, log_fn)
 
 
 def musicgen_synth_generation_evidence(
