@@ -9,6 +9,7 @@ import torch
 
 from musicsae_kedro.audio.spectral import (
     estimate_shift_semitones,
+    multiscale_complex_distance,
     multiscale_spectral_distance,
     pitch_shift,
 )
@@ -44,7 +45,7 @@ from musicsae_kedro.pretrain.musicgen_lm import (
     tokenize,
 )
 from musicsae_kedro.pretrain.probes import bag_of_codes, fit_probe_accuracy
-from musicsae_kedro.pretrain.rave_ae import export_trained, train_rave
+from musicsae_kedro.pretrain.rave_ae import export_trained, train_rave, training_loss
 
 TINY_MUSICGEN = MusicgenTrainConfig(
     n_layers=2,
@@ -232,6 +233,42 @@ def test_musicgen_training_resumes_bit_identical_after_a_crash(corpus, tmp_path,
     assert again["resumed_from_step"] == 4 and again["train_seconds"] == resumed["train_seconds"]
     assert again["stopped_by"] == "already_finished"
     assert len(again["invocations"]) == 3 and again["invocations"][2]["steps"] == [4, 4]
+
+
+def _frame_buzz(rate: int = 8000, hop: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 555-Hz tone and the same tone restarted every ``hop`` samples (what a decoder
+    that repeats one waveform per latent frame gives: partials on multiples of 62.5 Hz)."""
+    t = torch.arange(rate) / rate
+    tone = torch.sin(2 * torch.pi * 555 * t)
+    buzz = torch.sin(2 * torch.pi * 555 * (t % (hop / rate)))
+    return tone[None], buzz[None]
+
+
+def test_complex_distance_sees_phase_and_frame_buzz():
+    tone, buzz = _frame_buzz()
+    assert float(multiscale_complex_distance(tone, tone)) == 0.0
+    assert float(multiscale_complex_distance(tone, torch.zeros_like(tone))) == pytest.approx(1.0)
+    # opposite phase: identical magnitudes, yet the complex distance is about 2
+    assert float(multiscale_spectral_distance(tone, -tone)) == pytest.approx(0.0, abs=1e-4)
+    assert float(multiscale_complex_distance(tone, -tone)) == pytest.approx(2.0, abs=0.01)
+    assert float(multiscale_complex_distance(tone, buzz)) > 1.0
+
+
+def test_rave_training_loss_has_the_phase_term_when_asked():
+    tone, _ = _frame_buzz()
+    kl = torch.tensor(0.0)
+    cfg_off = TINY_RAVE.model_copy(update={"phase_weight": 0.0})
+    cfg_on = TINY_RAVE.model_copy(update={"phase_weight": 0.5, "phase_start": 2})
+    off, terms_off = training_loss(tone, -tone, kl, 5, cfg_off)
+    on, terms_on = training_loss(tone, -tone, kl, 5, cfg_on)
+    assert "train/complex_distance" not in terms_off
+    assert float(terms_on["train/complex_distance"]) == pytest.approx(2.0, abs=0.01)
+    assert float(on - off) == pytest.approx(1.0, abs=0.01)
+    # before phase_start the term is absent
+    early, terms_early = training_loss(tone, -tone, kl, 1, cfg_on)
+    assert "train/complex_distance" not in terms_early and float(early) == float(
+        training_loss(tone, -tone, kl, 1, cfg_off)[0]
+    )
 
 
 def test_rave_training_is_deterministic_and_exports(corpus, tmp_path):

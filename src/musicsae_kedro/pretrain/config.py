@@ -119,6 +119,19 @@ class RaveTrainConfig(ParamsModel):
     """Weight of the KL term after warm-up (RAVE's beta)."""
     kl_warmup_steps: int = Field(500, ge=0)
     """Steps over which the KL weight ramps up from zero."""
+    latent_temperature: float = Field(1.0, ge=0.0)
+    """Scale of the reparametrisation noise in training (RAVE: 1; the export decodes the
+    latent mean). With 0 the decoder sees the mean, as at export: sampled noise on the
+    latent drowns the partials' phase, which the complex-STFT term needs."""
+    phase_weight: float = Field(0.0, ge=0.0)
+    """Weight of a phase-sensitive term, the multiscale complex-STFT distance (relative
+    error of the complex spectra; 0: off). A magnitude loss lets the decoder repeat one
+    waveform per latent frame (partials on multiples of the frame rate); this term does
+    not (docs/models.md, RAVE-synth)."""
+    phase_scales: TupleOf[PositiveInt] = (512, 256, 128, 64)
+    """FFT sizes of the complex-STFT term."""
+    phase_start: int = Field(0, ge=0)
+    """Step from which the complex-STFT term is added."""
     eval_every: PositiveInt = 100
     """Steps between held-out evaluations (early stopping looks at these)."""
     patience: PositiveInt = 4

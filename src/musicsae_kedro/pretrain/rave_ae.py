@@ -1,8 +1,9 @@
 """RAVE-synth: train the RAVE-v2-style autoencoder on the synthetic corpus and export it.
 
 The training is RAVE's first (representation) phase: a multiscale spectral
-reconstruction loss plus a KL term whose weight ramps up, on random crops; no
-adversarial phase (documented in docs/models.md). Early stopping on the held-out
+reconstruction loss plus a KL term whose weight ramps up, on random crops, optionally
+with a phase-sensitive complex-STFT term (``phase_weight``); no adversarial phase
+(documented in docs/models.md). Early stopping on the held-out
 spectral distance of whole clips.
 """
 
@@ -16,7 +17,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from musicsae_kedro.audio.spectral import multiscale_spectral_distance
+from musicsae_kedro.audio.spectral import (
+    multiscale_complex_distance,
+    multiscale_spectral_distance,
+)
 from musicsae_kedro.models.rave.architecture import (
     RaveArchConfig,
     RaveAutoencoder,
@@ -60,6 +64,23 @@ def spectral_distance(reference_NS: np.ndarray, output_NS: np.ndarray) -> float:
         )
 
 
+def training_loss(
+    x_BS: torch.Tensor, y_BS: torch.Tensor, kl: torch.Tensor, step: int, cfg: RaveTrainConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of one step and its terms: spectral distance, KL (weight ramped over
+    ``kl_warmup_steps``) and, from ``phase_start`` when ``phase_weight > 0``, the
+    phase-sensitive complex-STFT distance."""
+    distance = multiscale_spectral_distance(x_BS, y_BS, log_epsilon=cfg.log_epsilon)
+    beta = cfg.kl_weight * min(1.0, step / max(1, cfg.kl_warmup_steps))
+    loss = distance + beta * kl
+    terms = {"train/spectral_distance": distance.detach(), "train/kl": kl.detach()}
+    if cfg.phase_weight > 0 and step >= cfg.phase_start:
+        phase = multiscale_complex_distance(x_BS, y_BS, tuple(cfg.phase_scales))
+        loss = loss + cfg.phase_weight * phase
+        terms["train/complex_distance"] = phase.detach()
+    return loss, terms
+
+
 def train_rave(
     train_NS: np.ndarray,
     heldout_NS: np.ndarray,
@@ -86,23 +107,24 @@ def train_rave(
         rows = torch.randint(len(train_T), (cfg.batch_size,), generator=generator)
         starts = torch.randint(train_T.shape[1] - crop + 1, (cfg.batch_size,), generator=generator)
         x_BS = torch.stack([train_T[r, s : s + crop] for r, s in zip(rows, starts)])
-        y_B1S, kl = model(x_BS[:, None, :])
-        distance = multiscale_spectral_distance(x_BS, y_B1S[:, 0], log_epsilon=cfg.log_epsilon)
-        beta = cfg.kl_weight * min(1.0, step / max(1, cfg.kl_warmup_steps))
-        loss = distance + beta * kl
+        z_BZT, kl = model.encoder.reparametrize(
+            model.encoder(x_BS[:, None, :]), temperature=cfg.latent_temperature
+        )
+        y_B1S = model.decoder(z_BZT)
+        loss, metrics = training_loss(x_BS, y_B1S[:, 0], kl, step, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if step % 10 == 0:
-            log({"train/spectral_distance": distance.item(), "train/kl": kl.item()}, step)
+            log({k: v.item() for k, v in metrics.items()}, step)
         if step % cfg.eval_every == 0:
             held_distance = spectral_distance(held, reconstruct(model, held))
             log({"heldout/spectral_distance": held_distance}, step)
             logger.info(
                 "rave step %d: train distance %.3f, kl %.2f, held-out distance %.3f",
                 step,
-                distance.item(),
-                kl.item(),
+                metrics["train/spectral_distance"].item(),
+                metrics["train/kl"].item(),
                 held_distance,
             )
             if held_distance < best["distance"] - 1e-4:
