@@ -168,3 +168,36 @@ def test_clap_similarity_pairs_each_audio_with_its_text():
     assert sims[0] == pytest.approx(float(audio_E[0] @ text_TE[0]), abs=1e-5)
     # row p scores audio p against text p: swapping the audio swaps the pairing
     assert swapped[0] == pytest.approx(float(audio_E[1] @ text_TE[0]), abs=1e-5)
+
+
+def test_entries_without_a_site_take_the_blocks_site():
+    sites = [ModelSites("musicgen", ModelConfig(family="musicgen", spec="debug"), (1, 2))]
+    bare = {k: v for k, v in ENTRY.items() if k != "site"}
+    params = {"site": "musicgen.l1", "interventions": [bare, {**ENTRY, "name": "own"}]}
+    cfg = steering_config(params)
+    assert [i.site for i in cfg.interventions] == ["musicgen.l1", "musicgen.l2"]  # own wins
+    assert [i.name for i in cfg.for_site("musicgen.l1")] == ["loud"]
+    steer_nodes = sorted(n.name for n in create_pipeline(sites, params).nodes)
+    assert steer_nodes == ["musicgen.l1.steer", "musicgen.l2.steer", "summarize_interventions"]
+    with pytest.raises(MusicSAEError, match="not a site name"):
+        create_pipeline(sites, {"interventions": [bare]})  # neither the entry nor the block
+    with pytest.raises(MusicSAEError, match="site"):
+        steering_config({"interventions": [bare]})
+
+
+def test_command_line_site_moves_every_shipped_intervention(monkeypatch):
+    # `kedro run --params intervene.site=musicgen.l1` arrives nested (OmegaConf dot list);
+    # a list entry's own `site` cannot be overridden that way, so the shipped entries
+    # name none and all follow the block's.
+    from musicsae_kedro import pipeline_registry
+
+    monkeypatch.setattr(pipeline_registry, "RUNTIME_PARAMS", {"intervene": {"site": "musicgen.l1"}})
+    pipelines = pipeline_registry.register_pipelines()
+    steer = [n.name for n in pipelines["intervene"].nodes if n.name.endswith(".steer")]
+    assert steer == ["musicgen.l1.steer"]
+    cfg = steering_config(pipeline_registry._parameters()["intervene"])
+    assert cfg.interventions and {i.site for i in cfg.interventions} == {"musicgen.l1"}
+    monkeypatch.setattr(pipeline_registry, "RUNTIME_PARAMS", None)
+    pipelines = pipeline_registry.register_pipelines()
+    steer = [n.name for n in pipelines["intervene"].nodes if n.name.endswith(".steer")]
+    assert steer == ["musicgen.l3.steer"]

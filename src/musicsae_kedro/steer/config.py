@@ -99,7 +99,8 @@ class InterventionConfig(ParamsModel):
     name: str = Field(min_length=1)
     """Names the entry in the effects table, the audio files and the figure."""
     site: str = Field(min_length=1)
-    """The SAE's site (``musicgen.l2``), or ``<site>.<point>`` for a sweep point's SAE."""
+    """The SAE's site (``musicgen.l2``), or ``<site>.<point>`` for a sweep point's SAE;
+    omitted: the block's ``site``."""
     strategy: str
     """A name in ``STRATEGIES``: ``activate_every_n``, ``scale_prompt_features``,
     ``transfer_pattern``."""
@@ -179,8 +180,24 @@ class SteeringConfig(ParamsModel):
     baseline: an effect on the target that a random feature also produces means little)."""
     control_seed: int = 0
     """Seeds the choice of the random control features."""
+    site: str = ""
+    """The site of every intervention that names none: one key moves them all
+    (``kedro run --params intervene.site=musicgen.l1``; a list entry cannot be
+    overridden from the command line)."""
     interventions: TupleOf[InterventionConfig] = ()
     """What to steer."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_site(cls, raw: Any) -> Any:
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("interventions"), list):
+            return raw
+        sites = intervention_sites(raw)
+        entries = [
+            {**e, "site": site} if isinstance(e, Mapping) and site else e
+            for e, site in zip(raw["interventions"], sites, strict=True)
+        ]
+        return {**raw, "interventions": entries}
 
     @field_validator("generation", "interventions", mode="before")
     @classmethod
@@ -200,6 +217,14 @@ class SteeringConfig(ParamsModel):
 
     def for_site(self, site: str) -> list[InterventionConfig]:
         return [i for i in self.interventions if i.site == site]
+
+
+def intervention_sites(raw: Mapping[str, Any] | None) -> list[str]:
+    """Each raw ``interventions`` entry's site: its own ``site``, else the block's ``site``
+    ("" when neither is given). Read when pipelines are registered, before validation."""
+    default = str((raw or {}).get("site") or "")
+    entries = (raw or {}).get("interventions") or []
+    return [str(e.get("site") or default) if isinstance(e, Mapping) else default for e in entries]
 
 
 def steering_config(raw: Mapping[str, Any] | None, where: str = "intervene") -> SteeringConfig:

@@ -1,5 +1,6 @@
 """Wiring of the intervene pipeline: one node per steered site (the sites named in
-``intervene.interventions``), then one summary of every intervention."""
+``intervene.interventions``, or the block's ``site`` for entries naming none), then one
+summary of every intervention."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from musicsae_kedro.pipelines.common import Scope, namespaced, task
 from musicsae_kedro.pipelines.intervene.nodes import steer_site, summarize_interventions
 from musicsae_kedro.sae.sweep import SweepPoint
 from musicsae_kedro.sites import ModelSites
-from musicsae_kedro.steer.config import parse_site
+from musicsae_kedro.steer.config import intervention_sites, parse_site
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +24,8 @@ def create_pipeline(models: list[ModelSites], intervene: dict[str, Any] | None) 
     configured = {site for m in models for site in m.sites}
     keys = {m.key for m in models}
     steered = []
-    for i, entry in enumerate((intervene or {}).get("interventions") or []):
-        site = parse_site(str(entry.get("site", "")), f"intervene.interventions[{i}].site")
+    for i, name in enumerate(intervention_sites(intervene)):
+        site = parse_site(name, f"intervene.interventions[{i}].site")
         if site.model_key not in keys or site.base_site not in configured:
             logger.warning("intervene: site %s is not among the configured sites", site.site)
         elif site not in steered:
