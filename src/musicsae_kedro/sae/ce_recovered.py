@@ -97,6 +97,23 @@ def undefined_ce(site: str, why: str) -> dict[str, float]:
     return {**{key: float("nan") for key in CE_KEYS}, "ce_clips": 0.0, "ce_tokens": 0.0}
 
 
+def ce_unavailable(adapter: object, site: str, spec: str) -> dict[str, float] | None:
+    """What to report instead of CE when the model cannot give one: ``{}`` (no language
+    model: nothing to measure), every CE number undefined (random weights: a number would
+    measure nothing), or ``None`` when CE can be measured."""
+    if not isinstance(adapter, TeacherForcedLM):
+        logger.info("%s: CE recovered needs a language model; skipped", site)
+        return {}
+    if not adapter.weights_trained:
+        return undefined_ce(
+            site,
+            f"the model's weights are random ({spec!r}"
+            + (")" if adapter.spec.kind == "debug" else ", `weights_trained: false`)")
+            + ": how well an SAE preserves its predictions measures nothing",
+        )
+    return None
+
+
 def _at_positions(positions: np.ndarray, replace: Callable[[torch.Tensor], torch.Tensor]) -> Edit:
     """An edit that replaces the output at ``positions`` only (BOS/padding stay clean)."""
 

@@ -34,10 +34,9 @@ from musicsae_kedro.preprocessing.codes_store import CodesStore
 from musicsae_kedro.sae.artifact import save_sae
 from musicsae_kedro.sae.ce_recovered import (
     CEConfig,
-    TeacherForcedLM,
+    ce_unavailable,
     evaluate_ce_recovered,
     mean_activation,
-    undefined_ce,
 )
 from musicsae_kedro.sae.checkpoint import (
     Checkpointer,
@@ -323,16 +322,9 @@ def _ce_recovered(
     if not cfg.enabled:
         return {}
     adapter = load_adapter(model)
-    if not isinstance(adapter, TeacherForcedLM):
-        logger.info("%s: CE recovered needs a language model; skipped", train_store.site)
-        return {}
-    if not adapter.weights_trained:
-        return undefined_ce(
-            train_store.site,
-            f"the model's weights are random ({model.spec!r}"
-            + (")" if adapter.spec.kind == "debug" else ", `weights_trained: false`)")
-            + ": how well an SAE preserves its predictions measures nothing",
-        )
+    unavailable = ce_unavailable(adapter, train_store.site, model.spec)
+    if unavailable is not None:
+        return unavailable
     provenance = train_store.provenance
     mean_D = mean_activation(block for _, block in train_store.iter_blocks(8192))
     return evaluate_ce_recovered(

@@ -35,9 +35,8 @@ from musicsae_kedro.models.base import ModelAdapter, ModelConfig, load_adapter
 from musicsae_kedro.preprocessing.codes_store import CodesStore
 from musicsae_kedro.sae.artifact import save_sae
 from musicsae_kedro.sae.ce_recovered import (
-    TeacherForcedLM,
+    ce_unavailable,
     evaluate_ce_recovered,
-    undefined_ce,
 )
 from musicsae_kedro.sae.checkpoint import (
     Checkpoint,
@@ -341,16 +340,9 @@ def _ce_recovered(
 ) -> dict[str, float]:
     if not cfg.ce.enabled:
         return {}
-    if not isinstance(adapter, TeacherForcedLM):
-        logger.info("%s: CE recovered needs a language model; skipped", site.name)
-        return {}
-    if not adapter.weights_trained:
-        return undefined_ce(
-            site.name,
-            f"the model's weights are random ({adapter.config.spec!r}"
-            + (")" if adapter.spec.kind == "debug" else ", `weights_trained: false`)")
-            + ": how well an SAE preserves its predictions measures nothing",
-        )
+    unavailable = ce_unavailable(adapter, site.name, adapter.config.spec)
+    if unavailable is not None:
+        return unavailable
     # The mean-ablation reference: the mean over the last buffer (clips drawn at random
     # from the training tracks), where the store path averages the whole store.
     mean_D = stream.current_rows()[site.layer].double().mean(dim=0).float()
