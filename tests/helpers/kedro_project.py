@@ -71,6 +71,18 @@ def make_project(path: Path, overrides: dict[str, dict] | None = None) -> Path:
     return path
 
 
+def use_folder_corpus(project: Path, root: Path) -> None:
+    """Point the project's ``corpus`` at a plain folder of audio files (conf/local)."""
+    catalog = project / "conf/local/catalog.yml"
+    entries = yaml.safe_load(catalog.read_text())
+    entries["corpus"] = {
+        "type": "musicsae_kedro.datasets.CorpusDataset",
+        "plugin": "folder",
+        "path": str(root),
+    }
+    catalog.write_text(yaml.safe_dump(entries))
+
+
 def _merge(base: dict, update: dict) -> dict:
     merged = dict(base)
     for key, value in update.items():

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import yaml
 
+from tests.helpers.kedro_project import use_folder_corpus
 from tests.helpers.reliability_open_log import ENV_VAR, opened, sitecustomize_dir
 from tests.helpers.reliability_project import project, run_kedro
 
@@ -117,14 +117,7 @@ def corpus_run(tmp_path_factory: pytest.TempPathFactory) -> CorpusRun:
         base / "project",
         {"parameters_preprocess.yml": {"preprocess": {"clips": {"clip_seconds": CLIP_SECONDS}}}},
     )
-    catalog = folder / "conf/local/catalog.yml"
-    entries = yaml.safe_load(catalog.read_text())
-    entries["corpus"] = {
-        "type": "musicsae_kedro.datasets.CorpusDataset",
-        "plugin": "folder",
-        "path": str(root),
-    }
-    catalog.write_text(yaml.safe_dump(entries))
+    use_folder_corpus(folder, root)
     log = base / "opened.log"
     site_dir = sitecustomize_dir(base / "site")
     result = run_kedro(

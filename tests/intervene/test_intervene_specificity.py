@@ -119,6 +119,19 @@ def corpus(model: PlantedModel, loud_codes: bool = True) -> tuple[pd.DataFrame, 
     return pd.DataFrame(rows), Codes(clips)
 
 
+def planted_detection() -> pd.DataFrame:
+    """Feature 0 detects the planted concept perfectly (held-out AUROC 1, positive sign)."""
+    return pd.DataFrame(
+        {
+            "feature": [0],
+            "sign": [1],
+            "train_auroc": [1.0],
+            "heldout_auroc": [1.0],
+            "density": [0.5],
+        }
+    )
+
+
 @pytest.fixture(scope="module")
 def planted_sae(random_sae):
     """A random SAE whose feature 0 reads and writes the loud direction; every other
@@ -249,15 +262,7 @@ def planted_run(planted_sae):
     model = PlantedModel()
     tracks, codes = corpus(model)
     cfg = steering()
-    detection = pd.DataFrame(
-        {
-            "feature": [0],
-            "sign": [1],
-            "train_auroc": [1.0],
-            "heldout_auroc": [1.0],
-            "density": [0.5],
-        }
-    )
+    detection = planted_detection()
     density_F = np.full(planted_sae.dict_size, 0.3)
     result = run_concept_test(
         model,
@@ -368,15 +373,7 @@ def _clap_run(planted_sae, clap):
     model = PlantedModel()
     tracks, codes = corpus(model)
     cfg = steering(controls=4, seeds=2, strengths=("max", 0), clap={"spec": "stub"})
-    detection = pd.DataFrame(
-        {
-            "feature": [0],
-            "sign": [1],
-            "train_auroc": [1.0],
-            "heldout_auroc": [1.0],
-            "density": [0.5],
-        }
-    )
+    detection = planted_detection()
     return run_concept_test(
         model,
         planted_sae,

@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import yaml
 
-from tests.helpers.kedro_project import kedro
+from tests.helpers.kedro_project import kedro, use_folder_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -44,14 +43,7 @@ def run(small_project, tmp_path_factory) -> tuple[Path, str]:
         "untagged-folder",
         {"parameters_intervene.yml": {"intervene": {"generation": {"max_new_tokens": 14}}}},
     )
-    catalog = project / "conf/local/catalog.yml"
-    entries = yaml.safe_load(catalog.read_text())
-    entries["corpus"] = {
-        "type": "musicsae_kedro.datasets.CorpusDataset",
-        "plugin": "folder",
-        "path": str(root),
-    }
-    catalog.write_text(yaml.safe_dump(entries))
+    use_folder_corpus(project, root)
     result = kedro(project, "run", timeout=1500)
     assert result.returncode == 0, result.stderr[-4000:]
     return project, result.stderr
